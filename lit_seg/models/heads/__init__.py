@@ -1,0 +1,15 @@
+"""Decode heads: one file per head, all on the :class:`DecodeHead` scaffold.
+
+A head is built as ``Head(encoder_channels, num_classes, **options)``; in YAML::
+
+    model:
+      head:
+        class_path: lit_seg.models.heads.CCHead
+        init_args: {recurrence: 2}
+"""
+
+from lit_seg.models.heads.base import DecodeHead
+from lit_seg.models.heads.ccnet import CCHead
+from lit_seg.models.heads.fcn import FCNHead
+
+__all__ = ["CCHead", "DecodeHead", "FCNHead"]
