@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import yaml
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_seg.errors import ConfigError
@@ -96,6 +97,8 @@ class LitSegCLI(LightningCLI):
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_callback=LogConfigCallback,
+            # Parse errors are raised (not printed with the whole usage) so main() can say them in one line.
+            parser_kwargs={"exit_on_error": False},
             args=args,
             **kwargs,
         )
@@ -107,33 +110,35 @@ class LitSegCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
+        """Name the run and point every logger at one fresh run folder.
+
+        The CSV logger (listed first) owns ``runs/<experiment>/<version>/``: Lightning puts the
+        checkpoints and ``config.yaml`` under the first logger's folder. The W&B run lives in the
+        same folder and takes the version's random suffix as its id.
+        """
         config = self.config[self.subcommand] if self.subcommand else self.config
-        experiment = config.get("experiment") or "default"
-        seed = config.get("seed_everything")
-        run_id = _new_run_id()
-        version = f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
-        loggers = config.trainer.logger
-        if not isinstance(loggers, list):
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else []
+        csv = next((lg for lg in loggers if lg.class_path.endswith("CSVLogger")), None)
+        if csv is None:
             return
+        experiment = config.get("experiment") or "default"
+        run_id = _new_run_id()
+        if csv.init_args.name in (None, "", "lightning_logs"):
+            csv.init_args.name = experiment
+        csv.init_args.version = csv.init_args.version or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
+        run_dir = Path(csv.init_args.save_dir) / csv.init_args.name / csv.init_args.version
         for logger in loggers:
-            args = logger.init_args
-            if logger.class_path.endswith("CSVLogger"):
-                if args.name in (None, "", "lightning_logs"):
-                    args.name = experiment
-                args.version = args.version or version
-                run_dir = Path(args.save_dir) / args.name / args.version
-            elif logger.class_path.endswith("WandbLogger"):
-                args.name = args.name or f"{experiment}-seed{seed}"
+            if logger.class_path.endswith("WandbLogger"):
+                args = logger.init_args
+                args.save_dir = str(run_dir)
+                args.name = args.name or f"{experiment}-seed{config.get('seed_everything')}"
                 args.id = args.id or run_id
+                args.job_type = args.job_type or self.subcommand
                 if not args.tags:
                     head = config.model.head.class_path.rsplit(".", 1)[-1]
-                    args.tags = [experiment, head, self.subcommand or "run"]
-                if args.job_type is None:
-                    args.job_type = self.subcommand
-        for logger in loggers:
-            if logger.class_path.endswith("WandbLogger") and "run_dir" in locals():
-                logger.init_args.save_dir = str(run_dir)
+                    args.tags = [experiment, head]
                 run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"lit-seg: run folder {run_dir}", file=sys.stderr, flush=True)
 
 
 def _new_run_id() -> str:
@@ -156,6 +161,17 @@ def _check_wandb_mode() -> None:
         )
 
 
+def _parse_error_message(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    if '"model.head"' in text:
+        from lit_seg.models import heads
+
+        choices = ", ".join(name for name in heads.__all__ if name != "DecodeHead")
+        return (f"unknown or invalid head: choose one of {choices} (lit_seg.models.heads) or give the dotted "
+                f"path of a DecodeHead subclass. Parser said: {text}")
+    return f"{text} (see --help for the accepted options)"
+
+
 def main(args: Sequence[str] | None = None) -> None:
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
@@ -168,4 +184,7 @@ def main(args: Sequence[str] | None = None) -> None:
         LitSegCLI()
     except ConfigError as err:
         print(f"lit-seg: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ArgumentError as err:
+        print(f"lit-seg: error: {_parse_error_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None

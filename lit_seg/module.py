@@ -12,14 +12,21 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from lit_seg.inference import segment
+from lit_seg.losses import CrossEntropy, OhemCrossEntropy
 from lit_seg.models.encoder import build_encoder
 from lit_seg.models.encoder_decoder import EncoderDecoder, HeadFactory
+from lit_seg.models.gc_backbone import insert_global_context
 from lit_seg.models.heads import FCNHead
 from lit_seg.optim import SGD, PolyLR
 
 # Called with the optimiser and the total number of optimiser steps of the run.
 SchedulerCallable = Callable[[Optimizer, int], LRScheduler]
 
+
+
+# Evaluation-recipe init args: chosen per evaluation run, not part of the trained model.
+EVAL_ARGS = ("eval_mode", "eval_crop", "eval_stride", "eval_scales", "eval_flip")
 
 
 class SegmentationModule(pl.LightningModule):
@@ -34,12 +41,28 @@ class SegmentationModule(pl.LightningModule):
         encoder_weights: None, a local weights file, or a named smp set (needs the network).
         encoder_depth: encoder stages used (5 = all; 3 stops at ResNet layer2, stride 8).
         output_stride: stride of the deepest features: 8 (the papers' D8) or 16.
+        encoder_gc_stages: ResNet layers whose residual blocks get a GCNet global context block
+            (ratio 1/16), e.g. [2, 3, 4] as GCNet (c3-c5); empty: none.
         aux_weight: weight of the auxiliary FCN head on the second-to-last stage; 0 disables it.
         aux_channels: width of the auxiliary head.
         optimizer: the optimiser (SGD lr 0.01, momentum 0.9, weight decay 5e-4 by default).
         lr_scheduler: called with the optimiser and the run's total steps; stepped every
             iteration (poly, power 0.9, by default).
         ignore_index: label value excluded from loss and metrics.
+        loss: ``ce`` (cross-entropy) or ``ohem`` (:class:`~lit_seg.losses.OhemCrossEntropy`, as
+            mmseg's OHEMPixelSampler) for the head's outputs; the auxiliary head always uses
+            ``ce`` (mmseg's OHEM configs set the sampler on the decode head only).
+        ohem_thresh: OHEM keeps pixels whose probability of the true class is below this...
+        ohem_min_kept: ...and at least this many per image (``min_kept * batch`` per batch, as mmseg).
+        class_weights: per-class weights of the cross-entropy (both losses, every output); None: equal.
+        eval_mode: validation/test inference, ``whole`` image or sliding window (``slide``),
+            see :mod:`lit_seg.inference`.
+        eval_crop: (H, W) window of ``slide`` mode.
+        eval_stride: (H, W) stride of ``slide`` mode (default: 2/3 of the window, mmseg's
+            512x1024 windows at stride 341x683 use the same ratio).
+        eval_scales: test-time scales (relative to the image); more than ``(1.0,)`` averages the
+            softmax probabilities over scales, as mmseg's aug test (e.g. 0.5 ... 1.75).
+        eval_flip: also average the horizontally flipped pass of each scale.
     """
 
     def __init__(
@@ -51,22 +74,55 @@ class SegmentationModule(pl.LightningModule):
         encoder_weights: str | None = None,
         encoder_depth: int = 5,
         output_stride: Literal[8, 16] = 8,
+        encoder_gc_stages: Sequence[int] = (),
         aux_weight: float = 0.4,
         aux_channels: int = 256,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: SchedulerCallable = PolyLR,
         ignore_index: int = 255,
+        loss: Literal["ce", "ohem"] = "ce",
+        ohem_thresh: float = 0.7,
+        ohem_min_kept: int = 100_000,
+        class_weights: Sequence[float] | None = None,
+        eval_mode: Literal["whole", "slide"] = "whole",
+        eval_crop: tuple[int, int] | None = None,
+        eval_stride: tuple[int, int] | None = None,
+        eval_scales: Sequence[float] = (1.0,),
+        eval_flip: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        # The eval_* settings are left out of the checkpoint's hyperparameters: `validate`/`test
+        # --ckpt_path` merges those over the command line, which would undo `--model.eval_flip true`.
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", *EVAL_ARGS])
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
+        if loss not in ("ce", "ohem"):
+            raise ValueError(f"loss must be 'ce' or 'ohem', got {loss!r}")
+        if eval_mode not in ("whole", "slide"):
+            raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
+        if eval_mode == "slide" and eval_crop is None:
+            raise ValueError("eval_mode 'slide' needs eval_crop (the window's H, W)")
+        if not eval_scales or min(eval_scales) <= 0:
+            raise ValueError(f"eval_scales must be positive, got {eval_scales}")
+        self.eval_mode = eval_mode
+        self.eval_crop = tuple(eval_crop) if eval_crop is not None else None
+        self.eval_stride = (tuple(eval_stride) if eval_stride is not None
+                            else tuple(max(1, 2 * c // 3) for c in eval_crop) if eval_crop is not None else None)
+        self.eval_scales = tuple(float(x) for x in eval_scales)
+        self.eval_flip = eval_flip
+        self.criterion = CrossEntropy(ignore_index, class_weights)
+        self.head_criterion = (OhemCrossEntropy(ohem_thresh, ohem_min_kept, ignore_index, class_weights)
+                               if loss == "ohem" else self.criterion)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         encoder = build_encoder(encoder_name, encoder_weights, output_stride, encoder_depth)
+        if encoder_gc_stages:
+            encoder = insert_global_context(encoder, encoder_gc_stages)
         self.model = EncoderDecoder(encoder, head, num_classes, aux_weight, aux_channels)
         self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index,
                                               zero_division=math.nan)
@@ -77,8 +133,14 @@ class SegmentationModule(pl.LightningModule):
         return self.model(images)["out"]
 
     def _losses(self, outputs: dict[str, Tensor], masks: Tensor) -> dict[str, Tensor]:
-        return {name: F.cross_entropy(outputs[name], masks, ignore_index=self.ignore_index)
+        return {name: (self.criterion if name == "aux" else self.head_criterion)(outputs[name], masks)
                 for name in self.model.loss_weights}
+
+    def segment(self, images: Tensor) -> tuple[Tensor, bool]:
+        """Evaluation-time scores with the configured ``eval_*`` recipe: ``(scores, are_probs)``,
+        logits for single-scale whole/slide, averaged softmax probabilities otherwise."""
+        return segment(self, images, self.num_classes, self.eval_mode, self.eval_crop, self.eval_stride,
+                       self.eval_scales, self.eval_flip)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch
@@ -92,9 +154,12 @@ class SegmentationModule(pl.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, masks = batch
-        logits = self(images)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, masks, ignore_index=self.ignore_index), sync_dist=True)
-        preds = logits.argmax(dim=1)
+        scores, are_probs = self.segment(images)
+        # The unweighted CE of the prediction (NLL of the averaged probabilities for multi-scale).
+        loss = (F.nll_loss(scores.clamp_min(1e-12).log(), masks, ignore_index=self.ignore_index) if are_probs
+                else F.cross_entropy(scores, masks, ignore_index=self.ignore_index))
+        self.log(f"{stage}/loss", loss, sync_dist=True)
+        preds = scores.argmax(dim=1)
         self.val_iou.update(preds, masks)
         self.val_acc.update(preds, masks)
 
@@ -122,7 +187,7 @@ class SegmentationModule(pl.LightningModule):
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).argmax(dim=1)
+        return self.segment(images)[0].argmax(dim=1)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

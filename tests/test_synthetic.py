@@ -1,18 +1,18 @@
 import numpy as np
 import torch
 
-from lit_seg.data import BeaconDataset, SyntheticDataModule
+from lit_seg.data import ContextCueDataset, SyntheticDataModule
 
 
 def test_samples_are_deterministic_per_seed_and_index():
-    a, b, c = BeaconDataset(8, seed=1), BeaconDataset(8, seed=1), BeaconDataset(8, seed=2)
+    a, b, c = ContextCueDataset(8, seed=1), ContextCueDataset(8, seed=1), ContextCueDataset(8, seed=2)
     for i in range(8):
         assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1])
     assert not torch.equal(a[0][0], c[0][0])
 
 
 def test_sample_layout_and_labels():
-    data = BeaconDataset(64, image_size=(80, 112), num_colors=4)
+    data = ContextCueDataset(64, image_size=(80, 112), num_colors=4)
     assert data.class_names == ["background", "object_red", "object_green", "object_blue", "object_yellow"]
     seen = set()
     for i in range(len(data)):
@@ -27,22 +27,38 @@ def test_sample_layout_and_labels():
     assert seen == {1, 2, 3, 4}
 
 
-def test_beacon_is_outside_every_object_row_and_column():
-    # The property that makes the task need context: no object pixel shares a row or a
-    # column (plus margin) with the beacon, so a row/column view alone (CCNet R=1) misses it.
-    data = BeaconDataset(100, margin=12)
+def _gaps(mask: np.ndarray) -> tuple[int, int]:
+    """Smallest row and column distance between any object pixel and any cue pixel."""
+    cue_rows, cue_cols = np.nonzero(mask == 255)
+    object_rows, object_cols = np.nonzero((mask != 0) & (mask != 255))
+    row_gap = np.abs(object_rows[:, None] - np.unique(cue_rows)[None, :]).min()
+    col_gap = np.abs(object_cols[:, None] - np.unique(cue_cols)[None, :]).min()
+    return int(row_gap), int(col_gap)
+
+
+def test_stripe_cue_spans_the_image_and_objects_keep_their_distance():
+    data = ContextCueDataset(100, margin=16, cue="stripe")
     for i in range(len(data)):
         mask = data[i][1].numpy()
-        beacon_rows, beacon_cols = np.nonzero(mask == 255)
-        object_rows, object_cols = np.nonzero((mask != 0) & (mask != 255))
-        row_gap = np.abs(object_rows[:, None] - beacon_rows[None, :]).min()
-        col_gap = np.abs(object_cols[:, None] - beacon_cols[None, :]).min()
+        cue = mask == 255
+        horizontal = cue.all(axis=1).any()
+        assert horizontal or cue.all(axis=0).any(), "the stripe crosses the whole image"
+        row_gap, col_gap = _gaps(mask)
+        assert (row_gap if horizontal else col_gap) > 16
+
+
+def test_beacon_cue_is_outside_every_object_row_and_column():
+    # No object pixel shares a row or a column (plus margin) with the beacon, so a row/column
+    # view alone (CCNet R=1) cannot see it.
+    data = ContextCueDataset(100, margin=12, cue="beacon")
+    for i in range(len(data)):
+        row_gap, col_gap = _gaps(data[i][1].numpy())
         assert row_gap > 12 and col_gap > 12
 
 
 def test_objects_look_alike_whatever_their_class():
     # Object pixels carry no colour: their channels agree to within the noise.
-    data = BeaconDataset(32)
+    data = ContextCueDataset(32)
     for i in range(len(data)):
         image, mask = data[i]
         objects = (mask != 0) & (mask != 255)

@@ -1,15 +1,15 @@
 """Lightning data modules."""
 
+from typing import Literal
+
 import lightning.pytorch as pl
-import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lit_seg.data.synthetic import BeaconDataset
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from lit_seg.data.datasets import SegmentationDataset, build_dataset
+from lit_seg.data.synthetic import ContextCueDataset
+from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 
 
 class _Normalized(Dataset):
@@ -25,17 +25,19 @@ class _Normalized(Dataset):
 
 
 class SyntheticDataModule(pl.LightningDataModule):
-    """The built-in data set (:class:`~lit_seg.data.synthetic.BeaconDataset`): no files needed.
+    """The built-in data set (:class:`~lit_seg.data.synthetic.ContextCueDataset`): no files needed.
 
     Train, val and test are disjoint streams of one seed. ``num_classes`` and ``class_names``
     are linked to the model by the CLI.
 
     Args:
         image_size: (H, W) of every image.
-        num_colors: beacon colours, i.e. object classes; ``num_classes = 1 + num_colors``.
+        num_colors: cue colours, i.e. object classes; ``num_classes = 1 + num_colors``.
+        cue: ``stripe`` (reachable in one criss-cross step) or ``beacon`` (needs two; harder).
+        margin: free pixels between the cue and any object.
         train_size, val_size, test_size: samples per split (train: per epoch, the same every epoch).
         batch_size: images per batch (per process).
-        num_workers: data loader workers; generation is cheap, 0 keeps both cores for the model.
+        num_workers: data loader workers; one renders batches beside the training process.
         seed: data seed (independent of the training seed).
     """
 
@@ -43,11 +45,13 @@ class SyntheticDataModule(pl.LightningDataModule):
         self,
         image_size: tuple[int, int] = (96, 96),
         num_colors: int = 3,
+        cue: Literal["stripe", "beacon"] = "stripe",
+        margin: int = 16,
         train_size: int = 2048,
         val_size: int = 256,
         test_size: int = 256,
         batch_size: int = 16,
-        num_workers: int = 0,
+        num_workers: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -56,7 +60,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         make = lambda length, stream: _Normalized(  # noqa: E731
-            BeaconDataset(length, tuple(image_size), num_colors, seed=seed * 3 + stream), normalize)
+            ContextCueDataset(length, tuple(image_size), num_colors, margin=margin, seed=seed * 3 + stream, cue=cue),
+            normalize)
         self.splits = {"train": make(train_size, 0), "val": make(val_size, 1), "test": make(test_size, 2)}
         self.class_names = self.splits["train"].dataset.class_names
         self.num_classes = len(self.class_names)
@@ -76,3 +81,74 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """A file-backed data set (:func:`~lit_seg.data.datasets.build_dataset`) with mmseg's recipe.
+
+    Training: random rescale (ratios of the data set's base size), ``crop_size`` crops that no
+    class dominates, flip, photometric distortion. Validation and test: whole images at their
+    own size, one per batch (sizes vary). ``num_classes`` and ``class_names`` are set in
+    ``__init__`` (the CLI links them to the model), which also reads the validation split's
+    file list, so a wrong ``root`` or layout fails before anything is built or trained.
+
+    Args:
+        dataset: ``cityscapes``, ``voc``, ``ade20k`` or ``folder``.
+        root: the data set's folder (see each data set's docstring for its layout).
+        train_split, val_split, test_split: split names (``test`` and ``predict`` use ``test_split``).
+        crop_size: (H, W) of the training crops.
+        scale_range: (min, max) rescale ratio for training.
+        batch_size: training images per batch (per process).
+        num_workers: data loader workers (decoding 2048x1024 PNGs is the bottleneck: use several).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str = "val",
+        crop_size: tuple[int, int] = (512, 1024),
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 2,
+        num_workers: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.splits: dict[str, SegmentationDataset] = {"val": build_dataset(dataset, root, val_split, eval_transform())}
+        val = self.splits["val"]
+        self.class_names = list(val.class_names)
+        self.num_classes = val.num_classes
+        self.palette = list(val.palette)
+        self.ignore_index = val.ignore_index
+        self._train_transform = train_transform(tuple(crop_size), tuple(scale_range), ignore_index=val.ignore_index,
+                                                base_size=val.base_size)
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if stage == "fit" and "train" not in self.splits:
+            self.splits["train"] = build_dataset(hp.dataset, hp.root, hp.train_split, self._train_transform)
+        if stage in ("test", "predict") and "test" not in self.splits:
+            self.splits["test"] = (self.splits["val"] if hp.test_split == hp.val_split
+                                   else build_dataset(hp.dataset, hp.root, hp.test_split, eval_transform()))
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+        if split not in self.splits:  # used outside a Trainer
+            self.setup({"train": "fit", "test": "test"}[split])
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", 1)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", 1)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", 1)

@@ -1,16 +1,23 @@
 """A procedurally generated data set in which the right label depends on a distant cue.
 
-Every image holds one small coloured *beacon* and a few grey, striped *objects*. The objects
-all look alike; their class is the beacon's colour ("object_red" when the beacon is red). The
-beacon is placed outside every object's rows and columns (with a margin), so a local receptive
-field sees a grey striped shape and nothing that tells its class: only a head that gathers
-context from the whole image can label it. Beacon pixels are labelled ``ignore_index`` (it is
-the cue, not a target).
+Every image holds one coloured *cue* and a few grey, striped *objects*. The objects all look
+alike; their class is the cue's colour ("object_red" when the cue is red). Objects keep at least
+``margin`` pixels away from the cue, so a local receptive field sees a grey striped shape and
+nothing that tells its class: a head must gather context from far away to label it. Cue pixels
+are labelled ``ignore_index`` (the cue is not a target).
+
+Two cues:
+- ``stripe`` (default): a full-width or full-height bar. It crosses every column (or row), so a
+  single criss-cross step can reach it from any object.
+- ``beacon``: a small square kept out of every object's rows and columns, so criss-cross
+  attention needs two steps (R=2) to reach it. Much harder to learn: at the demo's budget no
+  head we tried learns it; it is there for longer studies of recurrence.
 
 Deterministic: sample ``i`` of a data set with seed ``s`` is always the same image.
 """
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,11 +33,11 @@ PALETTE: dict[str, tuple[float, float, float]] = {
 }
 
 
-class BeaconDataset(Dataset):
+class ContextCueDataset(Dataset):
     """``length`` synthetic (image, mask) pairs.
 
     image: float32 (3, H, W) in [0, 1]; mask: int64 (H, W) with 0 background, ``1 + k`` for
-    objects of colour ``k``, ``ignore_index`` on the beacon.
+    objects of colour ``k``, ``ignore_index`` on the cue.
 
     Args:
         length: number of samples.
@@ -38,9 +45,10 @@ class BeaconDataset(Dataset):
         num_colors: number of beacon colours, i.e. object classes (1 to 6).
         num_objects: (min, max) objects per image.
         object_radius: (min, max) half-size of an object in pixels.
-        beacon_size: side of the beacon square in pixels.
-        margin: free pixels between the beacon's rows/columns and any object.
+        beacon_size: thickness of the stripe, or side of the beacon square, in pixels.
+        margin: free pixels between the cue and any object.
         seed: the data set's seed; different seeds give disjoint-looking sets.
+        cue: ``stripe`` or ``beacon`` (see the module docstring).
     """
 
     def __init__(
@@ -51,9 +59,10 @@ class BeaconDataset(Dataset):
         num_objects: tuple[int, int] = (2, 4),
         object_radius: tuple[int, int] = (6, 12),
         beacon_size: int = 8,
-        margin: int = 12,
+        margin: int = 16,
         seed: int = 0,
         ignore_index: int = 255,
+        cue: Literal["stripe", "beacon"] = "stripe",
     ) -> None:
         if not 1 <= num_colors <= len(PALETTE):
             raise ValueError(f"num_colors must be in 1..{len(PALETTE)}, got {num_colors}")
@@ -64,6 +73,7 @@ class BeaconDataset(Dataset):
         self.object_radius = object_radius
         self.beacon_size = beacon_size
         self.margin = margin
+        self.cue = cue
         self.seed = seed
         self.ignore_index = ignore_index
         self._offsets = np.arange(2 * object_radius[1] + 1)
@@ -96,8 +106,19 @@ class BeaconDataset(Dataset):
 
         color = int(rng.integers(len(self.colors)))
         by, bx = int(rng.integers(0, h - b + 1)), int(rng.integers(0, w - b + 1))
-        row_band = (by - self.margin, by + b + self.margin)
-        col_band = (bx - self.margin, bx + b + self.margin)
+        if self.cue == "stripe":
+            # A full-width or full-height bar: every column (or row) crosses it.
+            horizontal = rng.random() < 0.5
+            cue_rows = slice(by, by + b) if horizontal else slice(0, h)
+            cue_cols = slice(0, w) if horizontal else slice(bx, bx + b)
+        else:
+            cue_rows, cue_cols = slice(by, by + b), slice(bx, bx + b)
+        row_band = (cue_rows.start - self.margin, cue_rows.stop + self.margin)
+        col_band = (cue_cols.start - self.margin, cue_cols.stop + self.margin)
+        # Objects keep `margin` pixels from the cue; a beacon also keeps out of their rows and
+        # columns, a stripe (which spans one axis) only out of the other.
+        blocked = (lambda r, c: _overlaps(r, row_band) and _overlaps(c, col_band)) if self.cue == "stripe" else \
+                  (lambda r, c: _overlaps(r, row_band) or _overlaps(c, col_band))
 
         placed = 0
         wanted = int(rng.integers(self.num_objects[0], self.num_objects[1] + 1))
@@ -107,7 +128,7 @@ class BeaconDataset(Dataset):
             r = int(rng.integers(self.object_radius[0], self.object_radius[1] + 1))
             cy, cx = int(rng.integers(r, h - r)), int(rng.integers(r, w - r))
             rows, cols = slice(cy - r, cy + r + 1), slice(cx - r, cx + r + 1)
-            if _overlaps((rows.start, rows.stop), row_band) or _overlaps((cols.start, cols.stop), col_band):
+            if blocked((rows.start, rows.stop), (cols.start, cols.stop)):
                 continue
             dy, dx = self._offsets[: 2 * r + 1, None] - r, self._offsets[None, : 2 * r + 1] - r
             shape = dy * dy + dx * dx <= r * r if rng.random() < 0.5 else np.ones((2 * r + 1,) * 2, dtype=bool)
@@ -119,8 +140,8 @@ class BeaconDataset(Dataset):
             mask[rows, cols][shape] = 1 + color
             placed += 1
 
-        image[:, by:by + b, bx:bx + b] = np.asarray(PALETTE[self.colors[color]], dtype=np.float32)[:, None, None]
-        mask[by:by + b, bx:bx + b] = self.ignore_index
+        image[:, cue_rows, cue_cols] = np.asarray(PALETTE[self.colors[color]], dtype=np.float32)[:, None, None]
+        mask[cue_rows, cue_cols] = self.ignore_index
         return np.clip(image, 0.0, 1.0, out=image), mask
 
 

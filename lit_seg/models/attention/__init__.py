@@ -1,5 +1,16 @@
 """Context operators: plain ``nn.Module``s mapping (B, C, H, W) features to context features."""
 
 from lit_seg.models.attention.criss_cross import CrissCrossAttention
+from lit_seg.models.attention.dual_attention import ChannelAttention, PositionAttention
+from lit_seg.models.attention.global_context import GlobalContextBlock
+from lit_seg.models.attention.non_local import NonLocal2d
+from lit_seg.models.attention.self_attention import SelfAttention2d
 
-__all__ = ["CrissCrossAttention"]
+__all__ = [
+    "ChannelAttention",
+    "CrissCrossAttention",
+    "GlobalContextBlock",
+    "NonLocal2d",
+    "PositionAttention",
+    "SelfAttention2d",
+]

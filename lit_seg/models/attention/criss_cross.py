@@ -1,7 +1,10 @@
 """Criss-cross attention (CCNet, Huang et al., ICCV 2019, arXiv:1811.11721)."""
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lit_seg.models.attention.functional import query_positions
 
 
 class CrissCrossAttention(nn.Module):
@@ -38,6 +41,19 @@ class CrissCrossAttention(nn.Module):
         energy_column = energy_column.masked_fill(self_in_column, float("-inf"))
         weights = torch.cat([energy_column, energy_row], dim=-1).softmax(dim=-1)
         return weights[..., :height], weights[..., height:]
+
+    def attention_map(self, x: Tensor, queries: Tensor) -> Tensor:
+        """Weights of the query pixels over the whole map: (B, Q, H, W), zero off the criss-cross.
+
+        ``queries``: (Q, 2) integer (row, col) in x's resolution. Each map holds the query's
+        column and row weights in place and sums to 1.
+        """
+        height, width = x.shape[-2:]
+        rows, cols = query_positions(queries, x)
+        column, row = self.attention(x)
+        in_column = F.one_hot(cols, width).to(x.dtype)[None, :, None, :]  # (1, Q, 1, W)
+        in_row = F.one_hot(rows, height).to(x.dtype)[None, :, :, None]  # (1, Q, H, 1)
+        return column[:, rows, cols, :, None] * in_column + row[:, rows, cols, None, :] * in_row
 
     def forward(self, x: Tensor) -> Tensor:
         column, row = self.attention(x)

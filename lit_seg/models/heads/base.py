@@ -45,6 +45,16 @@ class DecodeHead(nn.Module):
     def context(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
+        """Attention weights of chosen query positions, for visualisation.
+
+        ``x`` is the head's input (B, ``in_channels``, h, w), ``queries`` a long tensor (Q, 2) of
+        (row, col) in that resolution. Returns named maps of shape (B, Q, h', w') (e.g. one per
+        recurrence step and their composition), computed for the queries only. Heads without
+        attention return ``{}``.
+        """
+        return {}
+
     def classify(self, features: Tensor) -> Tensor:
         return self.classifier(self.dropout(features))
 

@@ -39,6 +39,52 @@ class CCHead(DecodeHead):
         self.conv_out = ConvNormAct(channels, channels)
         self.fuse = ConvNormAct(self.in_channels + channels, channels)
 
+    def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
+        """Criss-cross weights of the queries at every recurrence step, and their composition.
+
+        ``x``: the head's input (B, ``in_channels``, h, w); ``queries``: (Q, 2) long (row, col)
+        at that resolution. Returns (B, Q, h, w) maps:
+
+        - ``step1`` ... ``stepR``: the query's criss-cross weights at step r, computed on that
+          step's input (the output of steps 1..r-1). Zero off the query's row and column; each
+          sums to 1.
+        - ``composed``: attention rollout over the R steps, row p (the query) of
+          ``A_R ... A_2 A_1``, where ``A_r`` is step r's N x N attention matrix. It is the weight
+          with which the query's step-R context draws on each step-1 input position along
+          attention paths. For R=1 it equals ``step1``; for R=2 every position is reachable
+          (the query's column reaches every row, each of those rows every column), so it is
+          non-zero everywhere. Each map sums to 1 (a product of row-stochastic matrices).
+
+        The residual path (``gamma * context + x``) is left out of ``composed``. A step's output
+        at p is ``gamma * sum_q A[p, q] W_v y_q + y_p``: the attention term and the identity are
+        weighted by ``gamma * W_v`` (a learnt channel matrix) against ``I``, not by scalars, so
+        no scalar mixing such as rollout's ``0.5 A + 0.5 I`` is faithful to the model, and it
+        would hide the reach of the attention (R=1 vs R=2) that this map exists to show. With
+        the identity in, the map would be a mix of ``A_R ... A_1`` and the shorter products
+        (``A_2`` alone for R=2), which the ``step`` maps already show.
+
+        Computed without N x N matrices: the query's step-R row (H + W - 1 non-zeros) is pushed
+        back through ``A_{R-1}, ..., A_1``, each step costing O(Q (H + W) H W). Uses the
+        current train/eval mode of the BatchNorm in ``conv_in`` (call it in eval mode).
+        """
+        y = self.conv_in(x)
+        weights = []  # (column, row) of steps 1..R-1
+        maps: dict[str, Tensor] = {}
+        for step in range(1, self.recurrence + 1):
+            maps[f"step{step}"] = self.attention.attention_map(y, queries)
+            if step < self.recurrence:
+                weights.append(self.attention.attention(y))
+                y = self.attention(y)
+        # composed = e_p^T A_R A_{R-1} ... A_1: start from the query's step-R row and multiply by
+        # A_{R-1}, ..., A_1 on the right. (m A)[k, l] = sum_i m[i, l] column[i, l, k]
+        # + sum_j m[k, j] row[k, j, l]: column[b, i, j, k] weights (k, j), row[b, i, j, k] (i, k).
+        composed = maps[f"step{self.recurrence}"]
+        for column, row in reversed(weights):
+            composed = (torch.einsum("bqij,bijk->bqkj", composed, column)
+                        + torch.einsum("bqij,bijk->bqik", composed, row))
+        maps["composed"] = composed
+        return maps
+
     def context(self, x: Tensor) -> Tensor:
         y = self.conv_in(x)
         for _ in range(self.recurrence):

@@ -1,0 +1,86 @@
+"""Global context block (Cao et al., "GCNet: Non-local Networks Meet Squeeze-Excitation
+Networks and Beyond", ICCVW 2019, arXiv:1904.11492)."""
+
+from collections.abc import Sequence
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+GCPooling = Literal["att", "avg"]
+GCFusion = Literal["add", "mul"]
+
+
+def _bottleneck(channels: int, planes: int) -> nn.Sequential:
+    """1x1 conv C -> planes, LayerNorm over (planes, 1, 1), ReLU, 1x1 conv planes -> C (zeroed)."""
+    block = nn.Sequential(
+        nn.Conv2d(channels, planes, 1),
+        nn.LayerNorm([planes, 1, 1]),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(planes, channels, 1),
+    )
+    nn.init.zeros_(block[-1].weight)
+    nn.init.zeros_(block[-1].bias)
+    return block
+
+
+class GlobalContextBlock(nn.Module):
+    """One context vector per image, transformed by a bottleneck and fused into every position.
+
+    Input and output: (B, C, H, W). Pooling ``att``: a 1x1 conv to one channel, softmax over
+    the H*W positions, and the weighted sum of x (the simplified non-local block); ``avg``:
+    global average pooling. Fusion, any non-empty subset of ``add`` and ``mul``: with
+    ``planes = max(int(C * ratio), 1)`` and bottleneck = conv1x1 -> LayerNorm -> ReLU -> conv1x1,
+    ``mul`` multiplies x by ``sigmoid(channel_mul_conv(context))`` and then ``add`` adds
+    ``channel_add_conv(context)``. The last conv of each bottleneck starts at zero: with
+    ``add`` alone a fresh block is the identity; with ``mul`` it starts as ``x * sigmoid(0) =
+    x / 2`` (as in the reference implementation).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ratio: float = 1 / 16,
+        pooling: GCPooling = "att",
+        fusion: Sequence[GCFusion] = ("add",),
+    ) -> None:
+        super().__init__()
+        if pooling not in get_args(GCPooling):
+            raise ValueError(f"pooling must be one of {get_args(GCPooling)}, got {pooling!r}")
+        fusion = tuple(fusion)
+        if not fusion or len(set(fusion)) != len(fusion) or not set(fusion) <= set(get_args(GCFusion)):
+            raise ValueError(f"fusion must be a non-empty subset of {get_args(GCFusion)}, got {fusion!r}")
+        self.pooling = pooling
+        self.fusion = fusion
+        self.planes = max(int(in_channels * ratio), 1)
+        if pooling == "att":
+            self.conv_mask = nn.Conv2d(in_channels, 1, 1)
+        self.channel_add_conv = _bottleneck(in_channels, self.planes) if "add" in fusion else None
+        self.channel_mul_conv = _bottleneck(in_channels, self.planes) if "mul" in fusion else None
+
+    def attention_map(self, x: Tensor, queries: Tensor | None = None) -> Tensor:
+        """The pooling weights over the positions, (B, 1, H, W), summing to 1.
+
+        The block has a single map shared by every query, so ``queries`` is ignored. With
+        ``avg`` pooling it is uniform, 1 / (H * W).
+        """
+        batch, _, height, width = x.shape
+        if self.pooling == "avg":
+            return x.new_full((batch, 1, height, width), 1.0 / (height * width))
+        return self.conv_mask(x).flatten(2).softmax(dim=-1).view(batch, 1, height, width)
+
+    def spatial_pool(self, x: Tensor) -> Tensor:
+        """The context vector: (B, C, 1, 1)."""
+        if self.pooling == "avg":
+            return x.mean(dim=(2, 3), keepdim=True)
+        weights = self.attention_map(x).flatten(2)  # (B, 1, N)
+        return torch.bmm(x.flatten(2), weights.transpose(1, 2)).unsqueeze(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        context = self.spatial_pool(x)
+        out = x
+        if self.channel_mul_conv is not None:
+            out = out * torch.sigmoid(self.channel_mul_conv(context))
+        if self.channel_add_conv is not None:
+            out = out + self.channel_add_conv(context)
+        return out

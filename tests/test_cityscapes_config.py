@@ -1,0 +1,85 @@
+"""experiments/cityscapes/: the mmseg recipe resolves, reuses each synthetic experiment's head,
+inherits nothing from the synthetic base, and trains a step on a tiny Cityscapes fixture."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lit_seg.cli import expand_bases
+from tests.conftest import EXPERIMENTS
+from tests.fixtures import write_cityscapes
+
+CITYSCAPES = EXPERIMENTS / "cityscapes"
+OVERRIDES = {"base.yaml", "schedule_80k.yaml", "eval_msflip.yaml"}
+HEAD_FILES = sorted(p.name for p in CITYSCAPES.glob("*.yaml") if p.name not in OVERRIDES)
+
+
+def merged(path) -> dict:
+    """The YAML of ``path`` with its ``_base_`` files merged in (later keys win, dicts merged)."""
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    result: dict = {}
+    for part in expand_bases(path):
+        text = open(part).read() if part.endswith(".yaml") and os.path.isfile(part) else part
+        result = merge(result, yaml.safe_load(text) or {})
+    return result
+
+
+def test_every_synthetic_experiment_has_a_cityscapes_twin_with_the_same_head():
+    synthetic = sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name != "base.yaml")
+    assert set(synthetic) <= set(HEAD_FILES)
+    for name in synthetic:
+        ours, theirs = merged(CITYSCAPES / name)["model"], merged(EXPERIMENTS / name)["model"]
+        assert ours["head"]["class_path"] == theirs["head"]["class_path"], name
+        assert bool(ours.get("encoder_gc_stages")) == bool(theirs.get("encoder_gc_stages")), name
+
+
+@pytest.mark.parametrize("name", HEAD_FILES)
+def test_cityscapes_experiments_inherit_nothing_synthetic(name):
+    parts = expand_bases(CITYSCAPES / name)
+    assert parts[0] == str(CITYSCAPES / "base.yaml")
+    assert str(EXPERIMENTS / "base.yaml") not in parts
+    config = merged(CITYSCAPES / name)
+    assert config["data"]["class_path"] == "lit_seg.data.SegmentationDataModule"
+    assert config["model"]["encoder_name"] == "resnet50" and config["model"]["encoder_depth"] == 5
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.01
+    assert config["model"]["head"]["init_args"]["channels"] == 512
+    assert config["experiment"] == f"cityscapes_{name[:-5]}"
+
+
+def lit_seg(*args, cwd):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "lit_seg", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_print_config_resolves_without_the_data(tmp_path):
+    done = lit_seg("fit", "--config", str(CITYSCAPES / "ccnet_r2.yaml"), "--config",
+                   str(CITYSCAPES / "schedule_80k.yaml"), "--print_config", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = yaml.safe_load(done.stdout)
+    assert config["trainer"]["max_steps"] == 80000 and config["trainer"]["sync_batchnorm"] is True
+    assert config["model"]["head"]["init_args"]["recurrence"] == 2
+    assert config["data"]["init_args"]["root"] == "data/cityscapes"
+    assert not (tmp_path / "data").exists()
+
+
+def test_one_step_fit_and_validation_on_a_tiny_cityscapes_root(tmp_path):
+    root = write_cityscapes(tmp_path / "cityscapes")
+    done = lit_seg(
+        "fit", "--config", str(CITYSCAPES / "ccnet_r2.yaml"), "--model.encoder_weights", "null",
+        "--data.init_args.root", str(root), "--data.init_args.crop_size", "[32, 64]",
+        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+        "--trainer.max_steps", "1", "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+        cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "cityscapes_ccnet_r2").iterdir()
+    assert "val/mIoU" in (run / "metrics.csv").read_text().splitlines()[0]

@@ -1,0 +1,72 @@
+"""Every experiment file (one ablation row each) parses, builds its model through the CLI and trains
+for two steps, writing a complete run folder."""
+
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+from lit_seg.cli import LitSegCLI, expand_argv
+from lit_seg.models.heads import DecodeHead
+from tests.conftest import EXPERIMENTS
+
+FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.name != "base.yaml")
+
+# 2 train batches of 4 images at 64x64, 1 val batch, no workers: seconds per run.
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0",
+        "--data.init_args.image_size", "[64, 64]", "--data.init_args.batch_size", "4",
+        "--data.init_args.train_size", "8", "--data.init_args.val_size", "4", "--data.init_args.num_workers", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    # The base config's run folders (runs/<experiment>/...) go under tmp_path; W&B does nothing.
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lit-seg"])  # pytest's own arguments are not the CLI's
+
+
+def test_every_ablation_row_has_an_experiment_file():
+    rows = {"fcn", "psp", "aspp", "nonlocal", "nonlocal_dot", "oc_base", "oc_pyramid", "oc_asp", "danet",
+            "danet_pam", "danet_cam", "gc", "gc_backbone", "ccnet_r1", "ccnet_r2", "ccnet_r3"}
+    assert rows <= {p.stem for p in FILES}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_experiment_file_is_a_small_diff_on_base(path):
+    text = path.read_text()
+    assert text.startswith("# "), "the first line says what the row tests"
+    content = yaml.safe_load(text)
+    assert content["_base_"] == "base.yaml"
+    assert set(content) <= {"_base_", "model", "data", "trainer"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_experiment_instantiates_and_trains(path, tmp_path):
+    # Parsed and instantiated once (run=False), then trained: the CLI's parser is the slow part.
+    args = ["--config", str(path), *TINY, "--trainer.default_root_dir", str(tmp_path)]
+    cli = LitSegCLI(args=expand_argv(args), run=False)
+    own = yaml.safe_load(path.read_text())["model"]
+    head = cli.model.model.head
+    assert isinstance(head, DecodeHead)
+    expected = own.get("head", {}).get("class_path", "lit_seg.models.heads.FCNHead")
+    assert f"{type(head).__module__.rsplit('.', 1)[0]}.{type(head).__name__}" == expected
+    assert head.channels == 64  # the base's small head width carries over
+    for key, value in own.get("head", {}).get("init_args", {}).items():
+        assert cli.config.model.head.init_args[key] == value
+    assert list(cli.config.model.encoder_gc_stages) == own.get("encoder_gc_stages", [])
+    assert cli.config.experiment == path.stem
+
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    (folder,) = (tmp_path / "runs" / path.stem).iterdir()
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "config.yaml").is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["global_step"] == 2 and 0.0 <= summary["val/mIoU_best"] <= 1.0
+    with (folder / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)

@@ -1,0 +1,323 @@
+"""Decode heads (PSP, ASPP, non-local, OCNet, DANet, GCNet) and GC blocks inside the encoder."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.encoders import get_encoder
+from segmentation_models_pytorch.encoders.resnet import ResNetEncoder
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from lit_seg.errors import ConfigError
+from lit_seg.models import EncoderDecoder, build_encoder
+from lit_seg.models.attention import GlobalContextBlock
+from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_context
+from lit_seg.models.heads import ASPPHead, DAHead, FCNHead, GCHead, NonLocalHead, OCHead, PSPHead
+from lit_seg.models.heads.ocnet import regional_attention_map, regional_self_attention, region_bounds
+from lit_seg.module import SegmentationModule
+from tests.conftest import randomize
+
+# smp resnet18 at encoder_depth 3 (the experiments' encoder): input, conv1, layer1, layer2.
+CHANNELS = [3, 64, 64, 128]
+NUM_CLASSES = 5
+
+HEADS = {
+    "psp": (PSPHead, {}),
+    "aspp": (ASPPHead, {}),
+    "nonlocal": (NonLocalHead, {}),
+    "nonlocal_dot_sub": (NonLocalHead, {"mode": "dot_product", "sub_sample": True}),
+    "oc_base": (OCHead, {}),
+    "oc_pyramid": (OCHead, {"mode": "pyramid"}),
+    "oc_asp": (OCHead, {"mode": "asp"}),
+    "danet": (DAHead, {}),
+    "danet_pam": (DAHead, {"branches": "pam"}),
+    "danet_cam": (DAHead, {"branches": "cam"}),
+    "gc": (GCHead, {}),
+    "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
+}
+
+
+def build(name: str, channels: int = 16, **extra):
+    head, kwargs = HEADS[name]
+    return head(CHANNELS, NUM_CLASSES, channels=channels, **{**kwargs, **extra})
+
+
+def features(height: int, width: int, batch: int = 2) -> list[torch.Tensor]:
+    """Encoder features as the heads see them; only the deepest (the heads' input) has its real size."""
+    return [torch.randn(batch, c, 1, 1) for c in CHANNELS[:-1]] + [torch.randn(batch, CHANNELS[-1], height, width)]
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_outputs_logits_for_every_loss_and_backpropagates(name):
+    size = (13, 17)  # H != W, and no grid but 1x1 divides it
+    head = randomize(build(name), std=0.2)
+    head.train()
+    feats = [f.requires_grad_(True) for f in features(*size)]
+    outputs = head(feats)
+    assert set(outputs) == set(head.loss_weights)
+    assert all(o.shape == (2, NUM_CLASSES, *size) for o in outputs.values())
+    sum(head.loss_weights[k] * o.square().mean() for k, o in outputs.items()).backward()
+    assert feats[-1].grad is not None and feats[-1].grad.abs().sum() > 0
+    for pname, p in head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    head.eval()
+    with torch.no_grad():
+        assert head(feats)["out"].shape == (2, NUM_CLASSES, *size)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder("resnet18", depth=3)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_head_builds_from_the_encoder_channels_and_predicts_at_input_resolution(name, encoder):
+    head, kwargs = HEADS[name]
+    model = EncoderDecoder(encoder, lambda c, n: head(c, n, channels=8, **kwargs), 3, aux_weight=0.4, aux_channels=8)
+    assert model.head.in_channels == 128  # layer2 of resnet18
+    model.train()
+    outputs = model(torch.randn(2, 3, 40, 56))
+    assert set(outputs) == set(model.loss_weights) == set(model.head.loss_weights) | {"aux"}
+    assert all(o.shape == (2, 3, 40, 56) for o in outputs.values())
+
+
+@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp"])
+@pytest.mark.parametrize("size", [(2, 3), (3, 5), (7, 4)])
+def test_context_heads_work_on_maps_smaller_than_their_pyramids(name, size):
+    head = build(name).eval()
+    with torch.no_grad():
+        assert head(features(*size, batch=1))["out"].shape == (1, NUM_CLASSES, *size)
+
+
+def test_default_arguments_are_the_papers():
+    head = build("psp", channels=512)
+    assert head.pool_scales == (1, 2, 3, 6) and head.channels == 512 and head.dropout.p == 0.1
+    assert build("aspp").dilations == (1, 12, 24, 36)
+    nl = build("nonlocal", channels=512).attention
+    assert (nl.mode, nl.inter_channels, nl.sub_sample, nl.use_scale) == ("embedded_gaussian", 256, False, True)
+    base = build("oc_base", channels=512)
+    assert (base.attention.key_channels, base.attention.value_channels, base.attention.scale) == (256, 256, 1)
+    pyramid = build("oc_pyramid", channels=512)
+    assert pyramid.sizes == (1, 2, 3, 6) and pyramid.stages[0].value_channels == 512
+    asp = build("oc_asp", channels=512)
+    assert asp.dilations == (12, 24, 36) and asp.attention.scale == 2 and len(asp.branches) == 4
+    assert build("danet", channels=512).pam.query.out_channels == 64
+    gc = build("gc", channels=512).gc
+    assert (gc.planes, gc.pooling, gc.fusion) == (128, "att", ("add",))
+
+
+def test_danet_three_outputs_and_their_loss_weights():
+    assert build("danet").loss_weights == {"out": 1.0, "pam": 1.0, "cam": 1.0}
+    assert build("danet", pam_weight=0.5, cam_weight=0.25).loss_weights == {"out": 1.0, "pam": 0.5, "cam": 0.25}
+    for single in ("danet_pam", "danet_cam"):
+        head = build(single, pam_weight=0.5)
+        assert head.loss_weights == {"out": 1.0} and not hasattr(head, "pam_classifier")
+    assert build("danet_pam").cam is None and build("danet_cam").pam is None
+    with pytest.raises(ValueError, match="branches must be one of"):
+        build("danet", branches="pam+sam")
+
+
+def test_danet_fused_output_is_the_classified_sum_of_the_branches():
+    head = randomize(build("danet"), std=0.2).eval()
+    feats = features(6, 7)
+    with torch.no_grad():
+        outputs = head(feats)
+        pam, cam = head._branches(feats[-1])
+        torch.testing.assert_close(outputs["out"], head.classifier(pam + cam))
+        torch.testing.assert_close(outputs["pam"], head.pam_classifier(pam))
+        torch.testing.assert_close(outputs["cam"], head.cam_classifier(cam))
+
+
+def test_danet_with_aux_head_trains_on_the_weighted_sum_of_all_outputs():
+    module = SegmentationModule(head=lambda c, n: DAHead(c, n, channels=16, pam_weight=0.5, cam_weight=0.25),
+                                num_classes=4, encoder_name="resnet18", encoder_depth=3, aux_channels=8)
+    assert module.model.loss_weights == {"out": 1.0, "pam": 0.5, "cam": 0.25, "aux": 0.4}
+    module.train()
+    module.log = module.log_dict = lambda *a, **k: None
+    images, masks = torch.randn(2, 3, 32, 40), torch.randint(0, 4, (2, 32, 40))
+    torch.manual_seed(1)
+    loss = module.training_step((images, masks), 0)
+    torch.manual_seed(1)
+    outputs = module.model(images)
+    assert set(outputs) == {"out", "pam", "cam", "aux"}
+    ce = {k: F.cross_entropy(v, masks) for k, v in outputs.items()}
+    torch.testing.assert_close(loss, ce["out"] + 0.5 * ce["pam"] + 0.25 * ce["cam"] + 0.4 * ce["aux"])
+    loss.backward()
+    module.eval()
+    assert module(images).shape == (2, 4, 32, 40)
+
+
+def test_outputs_without_a_loss_weight_are_not_in_the_loss():
+    module = SegmentationModule(head=lambda c, n: DAHead(c, n, channels=8), num_classes=3,
+                                encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
+    module.model.head.__class__ = type("DAHeadOutOnly", (DAHead,), {"loss_weights": property(lambda s: {"out": 1.0})})
+    module.train()
+    module.log = module.log_dict = lambda *a, **k: None
+    images, masks = torch.randn(2, 3, 32, 40), torch.randint(0, 3, (2, 32, 40))
+    torch.manual_seed(1)
+    loss = module.training_step((images, masks), 0)
+    torch.manual_seed(1)
+    outputs = module.model(images)
+    assert set(outputs) == {"out", "pam", "cam"}
+    torch.testing.assert_close(loss, F.cross_entropy(outputs["out"], masks))
+
+
+def test_region_bounds_cover_the_map_with_near_equal_non_empty_regions():
+    assert region_bounds(13, 6) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 13)]
+    assert [b - a for a, b in region_bounds(17, 6)] == [2, 3, 3, 3, 3, 3]
+    assert region_bounds(4, 6) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert region_bounds(5, 1) == [(0, 5)]
+
+
+@pytest.mark.parametrize("shape", [(13, 17), (4, 7), (12, 12)])
+def test_pyramid_oc_regions_equal_the_plain_block_on_each_region(shape):
+    head = randomize(build("oc_pyramid"), std=0.3).eval()
+    y = torch.randn(2, 16, *shape)
+    with torch.no_grad():
+        for block, size in zip(head.stages, head.sizes):
+            out = regional_self_attention(block, y, size)
+            for top, bottom in region_bounds(shape[0], size):
+                for left, right in region_bounds(shape[1], size):
+                    # eval: the projections' BatchNorm is per position, so a crop sees the same keys.
+                    region = (slice(None), slice(None), slice(top, bottom), slice(left, right))
+                    torch.testing.assert_close(out[region], block(y[region]), msg=f"{size}: {region}")
+
+
+def test_pyramid_oc_attends_within_regions_only():
+    head = randomize(build("oc_pyramid"), std=0.3).eval()
+    block = head.stages[2]  # 3x3 regions: rows 0-3, 4-7, 8-12
+    y = torch.randn(1, 16, 13, 17)
+    with torch.no_grad():
+        out = regional_self_attention(block, y, 3)
+        # A change outside a region does not reach it.
+        y2 = y.clone()
+        y2[:, :, 9:, :] += 5.0
+        torch.testing.assert_close(regional_self_attention(block, y2, 3)[:, :, :8], out[:, :, :8])
+        # One region: the whole map, the plain block.
+        torch.testing.assert_close(regional_self_attention(head.stages[0], y, 1), head.stages[0](y))
+
+
+def test_pyramid_oc_attention_map_is_what_the_forward_uses():
+    head = randomize(build("oc_pyramid"), std=0.3).eval()
+    block = head.stages[3]  # 6x6 regions of a 13x17 map
+    y = torch.randn(2, 16, 13, 17)
+    queries = torch.tensor([[0, 0], [12, 16], [6, 9], [10, 2]])
+    with torch.no_grad():
+        maps = regional_attention_map(block, y, 6, queries)
+        context = torch.einsum("bqhw,bchw->bcq", maps, block.f_value(y))
+        want = block.W(context.unsqueeze(-1)).squeeze(-1)
+        got = regional_self_attention(block, y, 6)[:, :, queries[:, 0], queries[:, 1]]
+    torch.testing.assert_close(got, want)
+    # Query (12, 16) lies in the last region: rows 10..12, cols 14..16.
+    assert (maps[:, 1, :10] == 0).all() and (maps[:, 1, :, :14] == 0).all() and (maps[:, 1, 10:, 14:] > 0).all()
+
+
+ATTENTION = {
+    # name: (expected map names, shape of the maps for a 13x17 map, whether they are a softmax)
+    "nonlocal": ({"nonlocal"}, (13, 17), True),
+    "nonlocal_dot_sub": ({"nonlocal"}, (6, 8), False),
+    "oc_base": ({"oc"}, (13, 17), True),
+    "oc_asp": ({"oc"}, (6, 8), True),
+    "oc_pyramid": ({"pyramid_1", "pyramid_2", "pyramid_3", "pyramid_6"}, (13, 17), True),
+    "danet": ({"pam"}, (13, 17), True),
+    "danet_pam": ({"pam"}, (13, 17), True),
+    "danet_cam": (set(), None, True),
+    "gc": ({"gc"}, (13, 17), True),
+    "gc_avg_mul": ({"gc"}, (13, 17), True),
+    "psp": (set(), None, True),
+    "aspp": (set(), None, True),
+}
+
+
+@pytest.mark.parametrize("name", ATTENTION)
+def test_attention_maps_shapes_and_normalisation(name):
+    names, shape, softmax = ATTENTION[name]
+    head = randomize(build(name), std=0.3).eval()
+    x = features(13, 17)[-1]
+    queries = torch.tensor([[0, 0], [12, 16], [5, 9]])
+    with torch.no_grad():
+        maps = head.attention_maps(x, queries)
+    assert set(maps) == names
+    for key, value in maps.items():
+        assert value.shape == (2, 3, *shape), key
+        if softmax:
+            assert (value >= 0).all()
+            torch.testing.assert_close(value.sum(dim=(-2, -1)), torch.ones(2, 3), msg=key)
+    if names:
+        with pytest.raises(ValueError, match="queries must lie inside"):
+            head.attention_maps(x, torch.tensor([[13, 0]]))
+
+
+def test_gc_head_map_is_the_same_for_every_query():
+    head = randomize(build("gc"), std=0.3).eval()
+    with torch.no_grad():
+        maps = head.attention_maps(features(5, 6)[-1], torch.tensor([[0, 0], [4, 5]]))["gc"]
+    torch.testing.assert_close(maps[:, 0], maps[:, 1])
+
+
+# GC blocks in the encoder (GCNet's own placement).
+
+def _gc_modules(encoder):
+    return {name for name, m in encoder.named_modules() if isinstance(m, GlobalContextResidual)}
+
+
+def bottleneck_resnet(depth: int = 5) -> ResNetEncoder:
+    """A small smp ResNet encoder of Bottleneck blocks (ResNet-50's kind; resnet50 itself is slow to build)."""
+    return ResNetEncoder(out_channels=[3, 64, 256, 512, 1024, 2048], depth=depth, block=Bottleneck, layers=[1, 2, 1, 1])
+
+
+@pytest.mark.parametrize("name,stages,depth", [("bottleneck", (2, 3, 4), 5), ("resnet18", (2,), 3)])
+def test_gc_backbone_starts_as_the_plain_encoder(name, stages, depth, encoder):
+    # resnet18 at depth 3: BasicBlocks of the real (output stride 8) encoder, layer2.0 with a
+    # downsampling shortcut; the small Bottleneck ResNet: stages c3-c5 as GCNet.
+    plain = (bottleneck_resnet(depth) if name == "bottleneck" else encoder).eval()
+    wrapped = insert_global_context(copy.deepcopy(plain), stages).eval()
+    x = torch.randn(2, 3, 32, 40)
+    with torch.no_grad():
+        for a, b in zip(plain(x), wrapped(x)):
+            assert torch.equal(a, b)
+        # Once trained (here: random weights) the blocks change the features.
+        randomize(wrapped.layer2[0].gc, std=0.5)
+        assert not torch.equal(plain(x)[3], wrapped(x)[3])
+
+
+def test_gc_backbone_wraps_every_block_of_the_chosen_stages():
+    encoder = insert_global_context(bottleneck_resnet())
+    assert _gc_modules(encoder) == {"layer2.0", "layer2.1", "layer3.0", "layer4.0"}
+    gc = encoder.layer3[0].gc
+    assert isinstance(gc, GlobalContextBlock) and gc.planes == 1024 // 16 and gc.fusion == ("add",)
+    resnet18 = ResNetEncoder(out_channels=[3, 64, 64, 128, 256, 512], block=BasicBlock, layers=[2, 2, 2, 2])
+    encoder18 = insert_global_context(resnet18, stages=[1, 4], ratio=1 / 4)
+    assert _gc_modules(encoder18) == {"layer1.0", "layer1.1", "layer4.0", "layer4.1"}
+    assert encoder18.layer4[1].gc.planes == 512 // 4
+
+
+def test_gc_backbone_through_the_module_option():
+    module = SegmentationModule(num_classes=3, encoder_name="resnet18", encoder_depth=3, aux_weight=0.0,
+                                head=lambda c, n: FCNHead(c, n, channels=8),
+                                encoder_gc_stages=[2])
+    assert _gc_modules(module.model.encoder) == {"layer2.0", "layer2.1"}
+    assert module.hparams.encoder_gc_stages == [2]
+    assert module(torch.randn(2, 3, 32, 40)).shape == (2, 3, 32, 40)
+    assert not _gc_modules(SegmentationModule(num_classes=3, encoder_name="resnet18", encoder_depth=3).model.encoder)
+
+
+@pytest.mark.parametrize(
+    "name,stages,depth,message",
+    [
+        ("mobilenet_v2", (2,), 5, "need a ResNet encoder .*got MobileNetV2Encoder"),
+        ("tu-resnet10t", (2,), 5, "need a ResNet encoder .*got TimmUniversalEncoder"),
+        ("resnet18", (2, 3), 3, r"\[1, 2\] at encoder_depth 3"),
+        ("resnet18", (0,), 5, r"\[1, 2, 3, 4\] at encoder_depth 5"),
+    ],
+)
+def test_gc_backbone_bad_encoder_or_stage_is_a_clear_error(name, stages, depth, message):
+    # Built without build_encoder's stride check (a forward pass): only the class matters here.
+    if name == "resnet18":
+        encoder = ResNetEncoder(out_channels=[3, 64, 64, 128, 256, 512], depth=depth, block=BasicBlock, layers=[2] * 4)
+    else:
+        encoder = get_encoder(name, depth=depth, weights=None)
+    with pytest.raises(ConfigError, match=message) as info:
+        insert_global_context(encoder, stages)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,213 @@
+"""Attention-map visualisation: CCNet's composed maps, lit_seg.visualize, the script, the callback."""
+
+import importlib.util
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lit_seg.errors import ConfigError
+from lit_seg.models.heads import CCHead, FCNHead
+from lit_seg.module import SegmentationModule
+from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, to_feature_points
+from tests.conftest import ROOT, randomize
+
+
+def tiny_head(recurrence: int, channels: int = 8) -> CCHead:
+    return randomize(CCHead([3, 6], num_classes=3, channels=channels, recurrence=recurrence, reduction=2)).eval()
+
+
+def dense_attention(block, y: torch.Tensor) -> torch.Tensor:
+    """Step attention as the full (B, N, N) matrix, from ``CrissCrossAttention.attention``."""
+    column, row = block.attention(y)
+    b, h, w = column.shape[:3]
+    dense = torch.zeros(b, h, w, h, w, dtype=y.dtype)
+    for i in range(h):
+        for j in range(w):
+            dense[:, i, j, :, j] += column[:, i, j, :]
+            dense[:, i, j, i, :] += row[:, i, j, :]
+    return dense.reshape(b, h * w, h * w)
+
+
+QUERIES = torch.tensor([[0, 0], [2, 3], [4, 6], [1, 5]])
+
+
+def test_r1_composed_is_step1_and_zero_off_the_criss_cross():
+    head = tiny_head(1)
+    x = torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        maps = head.attention_maps(x, QUERIES)
+    assert set(maps) == {"step1", "composed"}
+    assert maps["composed"].shape == (2, len(QUERIES), 5, 7)
+    torch.testing.assert_close(maps["composed"], maps["step1"])
+    torch.testing.assert_close(maps["composed"].sum(dim=(-2, -1)), torch.ones(2, len(QUERIES)))
+    for q, (r, c) in enumerate(QUERIES.tolist()):
+        off_cross = torch.ones(5, 7, dtype=torch.bool)
+        off_cross[r, :] = off_cross[:, c] = False
+        assert (maps["composed"][:, q][:, off_cross] == 0).all()
+        assert (maps["composed"][:, q][:, ~off_cross] > 0).all()
+
+
+@pytest.mark.parametrize("recurrence", [2, 3])
+def test_composed_equals_the_product_of_dense_step_matrices(recurrence):
+    head = tiny_head(recurrence).double()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        maps = head.attention_maps(x, QUERIES)
+        ys = [head.conv_in(x)]  # each step's input
+        for _ in range(recurrence - 1):
+            ys.append(head.attention(ys[-1]))
+        mats = [dense_attention(head.attention, y) for y in ys]  # A_1 ... A_R, (B, N, N) each
+    # composed = e_p^T A_R ... A_1
+    chain = mats[-1]
+    for m in reversed(mats[:-1]):
+        chain = chain @ m
+    index = QUERIES[:, 0] * 7 + QUERIES[:, 1]
+    expected = chain[:, index].reshape(2, len(QUERIES), 5, 7)
+    torch.testing.assert_close(maps["composed"], expected)
+    assert set(maps) == {f"step{r}" for r in range(1, recurrence + 1)} | {"composed"}
+    # Each step map is that step's row of the dense matrix, on that step's input.
+    for r, m in enumerate(mats, start=1):
+        torch.testing.assert_close(maps[f"step{r}"], m[:, index].reshape(2, len(QUERIES), 5, 7))
+    assert (maps["composed"] > 0).all()  # R >= 2 reaches every position
+    torch.testing.assert_close(maps["composed"].sum(dim=(-2, -1)), torch.ones(2, len(QUERIES), dtype=torch.float64))
+
+
+def small_model(head=CCHead, **head_args):
+    module = SegmentationModule(head=lambda c, n: head(c, n, channels=16, **head_args), num_classes=3,
+                                encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
+    return randomize(module.model, std=0.1)
+
+
+def test_attention_maps_at_image_resolution():
+    model = small_model(recurrence=2).train()
+    image = torch.randn(3, 64, 80)
+    points = [(0, 0), (31, 40), (63, 79)]
+    maps = attention_maps(model, image, points)
+    assert model.training  # mode restored
+    assert set(maps) == {"step1", "step2", "composed"}
+    assert all(m.shape == (3, 64, 80) and m.dtype == torch.float32 for m in maps.values())
+    # Nearest upsampling of 8x10 features: each cell is an 8x8 block; step1 stays a cross
+    # (pixel (31, 40) lies in feature cell (3, 5): rows 24..31, cols 40..47).
+    step1 = maps["step1"][1]
+    cross = torch.zeros(64, 80, dtype=torch.bool)
+    cross[24:32, :] = cross[:, 40:48] = True
+    assert (step1[~cross] == 0).all() and (step1[cross] > 0).all()
+    assert (maps["composed"] > 0).all()
+    smooth = attention_maps(model, image, points, upsample="bilinear")
+    assert smooth["composed"].shape == (3, 64, 80)
+    assert to_feature_points(points, (64, 80), (8, 10)).tolist() == [[0, 0], [3, 5], [7, 9]]
+
+
+def test_attention_maps_errors():
+    image = torch.randn(3, 64, 80)
+    with pytest.raises(ConfigError, match="FCNHead has no attention maps"):
+        attention_maps(small_model(FCNHead), image, [(10, 10)])
+    with pytest.raises(ConfigError, match="outside the 64x80 image"):
+        attention_maps(small_model(recurrence=1), image, [(64, 10)])
+
+
+def test_object_centres_and_overlay():
+    mask = torch.zeros(40, 50, dtype=torch.long)
+    mask[5:15, 5:25] = 1
+    mask[20:35, 30:45] = 2
+    mask[0:2, :] = 255
+    assert object_centres(mask) == [(27, 37), (9, 14)]  # largest first; nearest pixel to the centroid
+    assert object_centres(torch.zeros(40, 50, dtype=torch.long)) == [(20, 25)]
+    maps = {"a": torch.rand(2, 40, 50), "b": torch.zeros(2, 40, 50)}
+    rgb = denormalize(torch.randn(3, 40, 50))
+    picture = overlay(rgb, maps, [(27, 37), (10, 15)], prediction=mask, target=mask)
+    assert picture.mode == "RGB" and picture.width > 4 * 100 and picture.height > 2 * 100
+
+
+# --- end to end: a real (tiny) fit, shared by the script and callback tests ---------------
+
+@pytest.fixture
+def fitted_run(ccnet_run) -> Path:
+    """The run folder of the shared short ccnet_r2 fit (experiments/base.yaml enables AttentionMapLogger)."""
+    return ccnet_run
+
+
+def test_callback_writes_pngs_into_the_run_folder(fitted_run):
+    pngs = sorted(p.name for p in (fitted_run / "attention").iterdir())
+    assert pngs == ["epoch0_0.png", "epoch0_1.png", "epoch1_0.png", "epoch1_1.png"]  # 2 images x 2 epochs
+    with Image.open(fitted_run / "attention" / "epoch0_0.png") as picture:
+        picture.verify()
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("attention_maps_script", ROOT / "scripts" / "attention_maps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_end_to_end(fitted_run, tmp_path, script, capsys):
+    out = tmp_path / "maps.png"
+    ckpt = str(fitted_run / "checkpoints" / "last.ckpt")
+    assert script.main(["--ckpt", ckpt, "--index", "1", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    with Image.open(out) as picture:
+        picture.verify()
+    with Image.open(out) as picture:
+        # image, prediction, target, step1, step2, composed: six panels per row
+        assert picture.mode == "RGB" and picture.width >= 6 * 150 and picture.height >= 150
+
+
+def test_script_with_an_image_file_and_points(fitted_run, tmp_path, script):
+    image = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 72, 3)) * 255).astype(np.uint8)).save(image)
+    out = tmp_path / "photo_maps.png"
+    ckpt = str(fitted_run / "checkpoints" / "last.ckpt")
+    assert script.main(["--ckpt", ckpt, "--image", str(image), "--points", "5,7", "40,70", "--out", str(out)]) == 0
+    with Image.open(out) as picture:
+        assert picture.height > 2 * 100  # one row per point
+
+
+def test_script_errors_are_one_line(fitted_run, tmp_path, script, capsys):
+    ckpt = fitted_run / "checkpoints" / "last.ckpt"
+    out = str(tmp_path / "x.png")
+
+    def error(*args) -> str:
+        assert script.main([*args, "--out", out]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("attention_maps: error: "), lines
+        return lines[0]
+
+    assert "does not exist" in error("--ckpt", str(tmp_path / "missing.ckpt"))
+    assert "outside the 64x64 image" in error("--ckpt", str(ckpt), "--index", "0", "--points", "10,64")
+    # The same run with an FCN head: no attention to show.
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved["hyper_parameters"]["head"] = {"class_path": "lit_seg.models.heads.FCNHead", "init_args": {"channels": 8}}
+    hparams = {k: v for k, v in saved["hyper_parameters"].items() if k not in ("head", "_instantiator")}
+    fcn = SegmentationModule(head=partial(FCNHead, channels=8), **hparams)
+    saved["state_dict"] = fcn.state_dict()
+    (tmp_path / "fcn" / "checkpoints").mkdir(parents=True)
+    torch.save(saved, tmp_path / "fcn" / "checkpoints" / "last.ckpt")
+    assert "FCNHead has no attention maps" in error("--ckpt", str(tmp_path / "fcn" / "checkpoints" / "last.ckpt"))
+    assert not Path(out).exists()
+
+
+def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
+    from lightning.pytorch import Trainer
+
+    from lit_seg.callbacks import AttentionMapLogger
+    from lit_seg.data import SyntheticDataModule
+
+    data = SyntheticDataModule(image_size=(32, 32), train_size=4, val_size=2, batch_size=2, num_workers=0)
+    module = SegmentationModule(head=partial(FCNHead, channels=8), num_classes=data.num_classes,
+                                encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
+    callback = AttentionMapLogger(every_n_epochs=1)
+    trainer = Trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[callback], default_root_dir=tmp_path)
+    with caplog.at_level("INFO"):
+        trainer.fit(module, data)
+    assert [r.getMessage() for r in caplog.records if "AttentionMapLogger" in r.getMessage()] == [
+        "AttentionMapLogger: FCNHead has no attention maps to show; use an attention head "
+        "(non-local, OCNet, DANet, CCNet, GCNet); the callback does nothing"]
+    assert not (tmp_path / "attention").exists()
