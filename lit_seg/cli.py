@@ -5,6 +5,7 @@ Every run gets its own folder ``runs/<experiment>/<version>/`` holding the full 
 ``summary.json`` and, inside ``wandb/``, the W&B run whose id is the folder's suffix.
 """
 
+import copy
 import os
 import sys
 import time
@@ -69,7 +70,16 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
 
 
 class LogConfigCallback(SaveConfigCallback):
-    """Writes ``config.yaml`` into the run folder and sends the same config to every logger."""
+    """Writes ``config.yaml`` into the run folder and sends the same config to every logger.
+
+    The config saved is the resolved one *before* the run was given its folder and W&B id, so
+    ``--config <run>/config.yaml`` reproduces the run in a new folder instead of colliding with it.
+    """
+
+    def __init__(self, *args, run_independent_config=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if run_independent_config is not None:
+            self.config = run_independent_config
 
     def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False, format="yaml")
@@ -121,6 +131,7 @@ class LitSegCLI(LightningCLI):
         csv = next((lg for lg in loggers if lg.class_path.endswith("CSVLogger")), None)
         if csv is None:
             return
+        self.save_config_kwargs["run_independent_config"] = copy.deepcopy(config)
         experiment = config.get("experiment") or "default"
         run_id = _new_run_id()
         if csv.init_args.name in (None, "", "lightning_logs"):

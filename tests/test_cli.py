@@ -45,6 +45,8 @@ def test_run_folder_holds_config_checkpoints_metrics_and_summary(run_folder):
     assert config["model"]["head"]["class_path"] == "lit_seg.models.heads.CCHead"
     assert config["model"]["head"]["init_args"]["recurrence"] == 2
     assert config["model"]["optimizer"]["init_args"]["momentum"] == 0.9  # resolved, not just what differs
+    csv_logger = next(lg for lg in config["trainer"]["logger"] if lg["class_path"].endswith("CSVLogger"))
+    assert csv_logger["init_args"]["version"] is None, "a saved config starts a new run, not this one"
     checkpoints = sorted(p.name for p in (run_folder / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(n.startswith("best-") for n in checkpoints)
     header = (run_folder / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -73,11 +75,11 @@ def test_checkpoint_rebuilds_the_model_with_its_head(run_folder):
     assert module(torch.randn(1, 3, 64, 64)).shape == (1, 4, 64, 64)
 
 
-def test_second_run_gets_its_own_folder_and_validate_reads_a_checkpoint(run_folder):
+def test_validate_from_the_runs_own_config_gets_a_new_folder(run_folder):
+    # The README's command: the saved config and checkpoint of a run, in the same working folder.
     cwd = run_folder.parents[2]
     ckpt = run_folder / "checkpoints" / "last.ckpt"
-    done = lit_seg("validate", "--config", str(EXPERIMENTS / "ccnet_r2.yaml"), *TINY_FIT, "--ckpt_path", str(ckpt),
-                   cwd=cwd)
+    done = lit_seg("validate", "--config", str(run_folder / "config.yaml"), "--ckpt_path", str(ckpt), cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     folders = list((cwd / "runs" / "ccnet_r2").iterdir())
     assert len(folders) == 2 and (set(folders) - {run_folder}).pop().joinpath("config.yaml").is_file()

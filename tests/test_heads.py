@@ -119,7 +119,7 @@ def test_danet_three_outputs_and_their_loss_weights():
 
 
 def test_danet_fused_output_is_the_classified_sum_of_the_branches():
-    head = randomize(build("danet"), std=0.2).eval()
+    head = randomize(build("danet", dropout=0.0), std=0.2).train()  # branch outputs exist in training
     feats = features(6, 7)
     with torch.no_grad():
         outputs = head(feats)
@@ -127,6 +127,8 @@ def test_danet_fused_output_is_the_classified_sum_of_the_branches():
         torch.testing.assert_close(outputs["out"], head.classifier(pam + cam))
         torch.testing.assert_close(outputs["pam"], head.pam_classifier(pam))
         torch.testing.assert_close(outputs["cam"], head.cam_classifier(cam))
+        head.eval()
+        assert set(head(feats)) == {"out"}, "evaluation computes only the fused output"
 
 
 def test_danet_with_aux_head_trains_on_the_weighted_sum_of_all_outputs():

@@ -20,7 +20,7 @@ class DAHead(DecodeHead):
     3x3 conv -> channel attention (CAM) -> 3x3 conv; both ``channels`` wide (the seed uses
     ``in_channels // 4``, mmsegmentation the head width). With both branches the head has three
     outputs, each with its own dropout + 1x1 classifier and loss (as the paper and mmseg):
-    ``out`` (the sum), ``pam`` and ``cam``. With one branch only ``out``.
+    ``out`` (the sum), ``pam`` and ``cam`` (in training). With one branch only ``out``.
 
     Args:
         branches: ``pam+cam`` (DANet), or one branch alone for the ablation.
@@ -77,9 +77,12 @@ class DAHead(DecodeHead):
         return pam + cam if self.both else (pam if pam is not None else cam)
 
     def forward(self, features: Sequence[Tensor]) -> dict[str, Tensor]:
-        """``{"out", "pam", "cam"}`` logits with both branches (in training and evaluation), else ``{"out"}``."""
+        """``{"out", "pam", "cam"}`` logits with both branches in training, else ``{"out"}``.
+
+        The branch outputs only feed their losses, so evaluation skips them (as mmsegmentation).
+        """
         pam, cam = self._branches(features[self.in_index])
-        if not self.both:
+        if not self.both or not self.training:
             return {"out": self.classify(pam if pam is not None else cam)}
         return {
             "out": self.classify(pam + cam),
