@@ -2,10 +2,13 @@
 
 One call of :func:`measure` builds one operator or head, one input, and measures, in order:
 
-1. forward (``torch.no_grad``), counted by ``FlopCounterMode`` and by the memory tracker;
-2. forward + backward, counted the same way (also the first warm-up);
+1. forward + backward, counted by ``FlopCounterMode`` and by the memory tracker (also the
+   first warm-up);
+2. forward (``torch.no_grad``), counted the same way (unless ``forward`` is False);
 3. ``warmup`` more forward + backward passes;
-4. ``repeats`` timed forward passes (no_grad) and ``repeats`` timed forward + backward passes.
+4. ``repeats`` timed forward passes (no_grad; unless ``forward`` is False) and ``repeats`` timed
+   forward + backward passes, each continued until they add up to ``min_time`` seconds (at most
+   ``max_repeats``); the median is reported.
 
 Memory (:class:`PeakMemory`): on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation
 at the start. On the CPU, two numbers from the same pass:
@@ -19,7 +22,11 @@ at the start. On the CPU, two numbers from the same pass:
   start by writing 5 to ``/proc/self/clear_refs``) minus ``VmRSS`` at the start. It also sees
   memory torch does not allocate itself (oneDNN scratch, malloc arenas) but includes page
   granularity and allocator caching, and needs a fresh process: the driver runs each
-  measurement in a fresh child process (forked from a server that only imported the modules).
+  measurement in a fresh child process (forked from a server that only imported the modules),
+  and only the first pass (forward + backward) is measured this way: pages it leaves resident
+  would hide later passes' growth. Allocations served from memory the server had already
+  touched (freed import-time heap) do not show in it either, so it is a cross-check, not the
+  reported number.
 
 Everything runs in the module's training mode (BatchNorm uses batch statistics).
 """
@@ -254,12 +261,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _configure(spec: dict) -> None:
+    """Threads and denormal handling, set before any computation (OpenMP workers inherit the
+    floating-point mode of the thread that creates them)."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    # Subnormal floats make x86 arithmetic tens of times slower (microcode assists). DANet's
+    # channel attention produces them: its softmax over raw C x C energies (of order N) leaves
+    # many weights below 1e-38, and both the seed's code and ours then run ~14x slower on this
+    # CPU. The harness flushes them to zero by default so that times reflect the arithmetic;
+    # ``flush_denormal: False`` measures PyTorch's default mode.
+    torch.set_flush_denormal(bool(spec.get("flush_denormal", True)))
+
+
 def measure(spec: dict) -> dict:
     """Measures one operator or head (see the module docstring); returns a flat dict of results."""
     if spec["kind"] == "matmul":
         return measure_matmul(spec)
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
+    _configure(spec)
     device = torch.device(spec.get("device", "cpu"))
     dtype = getattr(torch, spec.get("dtype", "float32"))
     module = build(spec).to(device=device, dtype=dtype).train()
@@ -280,35 +299,53 @@ def measure(spec: dict) -> dict:
         module.zero_grad(set_to_none=True)
         x.grad = None
 
-    # 1. forward: FLOPs and memory (no autograd graph)
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as counter, PeakMemory(device) as memory:
-            outs = forward()
-        result["flops_fwd"] = counter.get_total_flops()
-        result["peak_fwd"], result["rss_fwd"] = memory.peak, memory.rss
-        grads[:] = [torch.randn_like(o) for o in outs]
-        del outs
-    # 2. forward + backward: FLOPs and memory
+    # 1. forward + backward: FLOPs and memory. First in the process, so that the RSS growth is
+    #    not hidden by pages an earlier pass left resident.
+    # Output gradients of the right shapes, made without a forward pass: an operator keeps the
+    # input's shape, a head gives (B, classes, H, W) logits per loss (its ``loss_weights``).
+    if spec["kind"] == "head":
+        grads[:] = [torch.randn(spec["batch"], NUM_CLASSES, height, width, device=device, dtype=dtype)
+                    for _ in module.loss_weights]
+    else:
+        grads[:] = [torch.randn_like(x)]
     clear()
     with FlopCounterMode(display=False) as counter, PeakMemory(device) as memory:
         forward_backward()
     result["flops_fwdbwd"] = counter.get_total_flops()
     result["peak_fwdbwd"], result["rss_fwdbwd"] = memory.peak, memory.rss
+    # 2. forward (no autograd graph): FLOPs and memory (torch's allocator only: RSS is no longer
+    #    meaningful after the first pass)
+    result["flops_fwd"] = result["peak_fwd"] = math.nan
+    if spec.get("forward", True):
+        clear()
+        with torch.no_grad():
+            with FlopCounterMode(display=False) as counter, PeakMemory(device) as memory:
+                forward()
+        result["flops_fwd"] = counter.get_total_flops()
+        result["peak_fwd"] = memory.peak
     # 3. warm-up
     for _ in range(spec.get("warmup", 1)):
         clear()
         forward_backward()
     # 4. timing
     times_fwd, times_fwdbwd = [], []
+    repeats, min_time, max_repeats = spec.get("repeats", 3), spec.get("min_time", 0.0), spec.get("max_repeats", 30)
+
+    def timed(run, times):
+        # ``repeats`` passes, and more until they add up to ``min_time`` seconds (fast operators
+        # get enough samples for a stable median), at most ``max_repeats``.
+        while len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats):
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+
     if spec.get("forward", True):
         with torch.no_grad():
-            for _ in range(spec.get("repeats", 3)):
-                _sync(device)
-                start = time.perf_counter()
-                forward()
-                _sync(device)
-                times_fwd.append(time.perf_counter() - start)
-    for _ in range(spec.get("repeats", 3)):
+            timed(forward, times_fwd)
+
+    while len(times_fwdbwd) < repeats or (sum(times_fwdbwd) < min_time and len(times_fwdbwd) < max_repeats):
         clear()
         _sync(device)
         start = time.perf_counter()
@@ -324,8 +361,7 @@ def measure(spec: dict) -> dict:
 
 def measure_matmul(spec: dict) -> dict:
     """GFLOP/s of one (n x n) @ (n x n) product: median of ``repeats`` after two warm-ups."""
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
+    _configure(spec)
     device = torch.device(spec.get("device", "cpu"))
     dtype = getattr(torch, spec.get("dtype", "float32"))
     n = spec["n"]

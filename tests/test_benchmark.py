@@ -122,7 +122,7 @@ def test_fresh_process_measurement():
 # --- the script end to end -------------------------------------------------------------------------
 
 TINY = ["--channels", "16", "--size", "8", "8", "--batch", "2", "--repeats", "1", "--warmup", "0",
-        "--threads", "1", "--in-process", "--matmul-n", "64"]
+        "--threads", "1", "--in-process", "--matmul-n", "64", "--min-time", "0"]
 COLUMNS = {"name", "impl", "params", "flops_fwd", "flops_fwdbwd", "gflop_fwd", "gflop_fwdbwd", "fwd_ms", "fwdbwd_ms", "peak_fwd_mib",
            "peak_fwdbwd_mib", "rss_fwdbwd_mib", "gflops_achieved", "matmul_fraction", "load1", "note"}
 

@@ -13,9 +13,15 @@ them: query (B, d, N), key (B, d, M), value (B, e, M), result (B, e, N).
   of size d) doubles the FLOPs for DANet's PAM (d = C/8, e = C): at C=512, 64x64, batch 2 on
   one CPU thread, 1.3x (padding) and 2x (heads) slower than the plain form.
   ``_ChunkedSoftmaxAttention`` instead runs the same algorithm in blocks of query rows and
-  recomputes the weights in the backward from the saved log-sum-exp, as flash attention does:
+  recomputes each block's weights in the backward, as flash attention does:
   the FLOPs of the plain form plus one q k^T, memory linear in N and M plus one block, and no
   layout copies (it works on the channel-first tensors directly).
+
+Operators whose projections are plain 1x1 convs can skip the layout copies of the first form:
+``conv1x1_tokens`` computes the projections straight into the token layout,
+``softmax_attention_tokens`` runs the fused kernel on them and ``tokens_conv1x1`` applies the
+output conv back to channel-first (measured on NonLocal2d at C=512, 64x64: about 10% of its
+forward + backward time were these copies).
 """
 
 import torch
@@ -23,11 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-# Elements of one (B, rows, M) block of attention weights in the chunked kernel: 1 Mi elements
-# (4 MiB in float32; the backward holds two blocks), but at least MIN_ROWS query rows so the
-# matrix products stay efficient. Measured at d=64, e=512, N=M=4096, B=2: the same time with
-# 1 Mi and 4 Mi, less memory with 1 Mi.
-CHUNK_ELEMENTS = 1 << 20
+# Elements of one (B, rows, M) block of attention weights in the chunked kernel: 2 Mi elements
+# (8 MiB in float32; the backward holds three blocks), but at least MIN_ROWS query rows so the
+# matrix products stay efficient.
+CHUNK_ELEMENTS = 1 << 21
 MIN_ROWS = 32
 
 
@@ -53,7 +58,10 @@ def softmax_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) -
 class _ChunkedSoftmaxAttention(torch.autograd.Function):
     """Softmax attention over blocks of query positions; the backward recomputes the weights.
 
-    Channel-first: q (B, d, N), k (B, d, M), v (B, e, M) -> out (B, e, N).
+    Channel-first: q (B, d, N), k (B, d, M), v (B, e, M) -> out (B, e, N). Per block of query
+    rows only fused ops (a product, ``softmax``, a product; in the backward ``softmax`` again and
+    ``_softmax_backward_data``): few passes over the block, and few ops, which matters on a
+    shared CPU where every parallel op can wait for a busy core.
     """
 
     @staticmethod
@@ -61,23 +69,18 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
         batch, length = q.shape[0], q.shape[2]
         q_scaled = q * scale
         out = v.new_empty(batch, v.shape[1], length)
-        log_sum_exp = q.new_empty(batch, length, 1)
         for start in range(0, length, rows):
             block = slice(start, start + rows)
-            logits = torch.bmm(q_scaled[:, :, block].transpose(1, 2), k)  # (B, rows, M)
-            peak = logits.amax(dim=-1, keepdim=True)
-            weights = logits.sub_(peak).exp_()
-            total = weights.sum(dim=-1, keepdim=True)
-            out[:, :, block] = torch.bmm(v, weights.transpose(1, 2)).div_(total.transpose(1, 2))
-            log_sum_exp[:, block] = peak + total.log()
-        ctx.save_for_backward(q, k, v, out, log_sum_exp)
+            weights = torch.bmm(q_scaled[:, :, block].transpose(1, 2), k).softmax(dim=-1)  # (B, rows, M)
+            torch.bmm(v, weights.transpose(1, 2), out=out[:, :, block])
+        ctx.save_for_backward(q, k, v)
         ctx.scale, ctx.rows = scale, rows
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        q, k, v, out, log_sum_exp = ctx.saved_tensors
+        q, k, v = ctx.saved_tensors
         scale, rows = ctx.scale, ctx.rows
         need_q, need_k, need_v = ctx.needs_input_grad[:3]
         q_scaled = q * scale
@@ -86,19 +89,100 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
         grad_v = torch.zeros_like(v) if need_v else None
         for start in range(0, q.shape[2], rows):
             block = slice(start, start + rows)
-            weights = torch.bmm(q_scaled[:, :, block].transpose(1, 2), k).sub_(log_sum_exp[:, block]).exp_()
+            weights = torch.bmm(q_scaled[:, :, block].transpose(1, 2), k).softmax(dim=-1)  # recomputed
             grad_block = grad_out[:, :, block]  # (B, e, rows)
             if need_v:
                 grad_v.baddbmm_(grad_block, weights)
             if need_q or need_k:
-                # d softmax: dS = P * (dP - rowsum(dP * P)), and rowsum(dP * P) = rowsum(dO * O).
-                delta = (grad_block * out[:, :, block]).sum(dim=1).unsqueeze(-1)  # (B, rows, 1)
-                grad_logits = torch.bmm(grad_block.transpose(1, 2), v).sub_(delta).mul_(weights)
+                grad_weights = torch.bmm(grad_block.transpose(1, 2), v)  # (B, rows, M)
+                grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+                del grad_weights
                 if need_q:
-                    grad_q[:, :, block] = torch.bmm(k, grad_logits.transpose(1, 2)).mul_(scale)
+                    torch.bmm(k, grad_logits.transpose(1, 2), out=grad_q[:, :, block]).mul_(scale)
                 if need_k:
                     grad_k.baddbmm_(q_scaled[:, :, block], grad_logits)
         return grad_q, grad_k, grad_v, None, None
+
+
+def conv1x1_tokens(x: Tensor, *convs: torch.nn.Conv2d) -> tuple[Tensor, ...]:
+    """1x1 convolutions of x (B, C, H, W), each returned in token layout (B, H*W, out), contiguous.
+
+    Equal to ``conv(x).flatten(2).transpose(1, 2).contiguous()`` for each conv, without the
+    copies: the product ``x^T W^T`` is computed from the transposed view of x, and the backward
+    builds the gradient of x channel-first directly (``sum_i W_i^T g_i^T``, accumulated in place),
+    where autograd through the transposes would add a strided (B, C, H, W) pass per conv.
+    """
+    weights = [conv.weight.flatten(1) for conv in convs]
+    biases = [conv.bias for conv in convs]
+    return _TokenProjections.apply(x.flatten(2), len(convs), *weights, *biases)
+
+
+def tokens_conv1x1(tokens: Tensor, conv: torch.nn.Conv2d, size: tuple[int, int]) -> Tensor:
+    """A 1x1 conv applied to (B, N, d) tokens, returned channel-first (B, out, H, W) with N = H * W.
+
+    ``W @ tokens^T (+ bias)``: the transposed operand is read in place, the output is contiguous.
+    """
+    weight = conv.weight.flatten(1).expand(tokens.shape[0], -1, -1)
+    if conv.bias is None:
+        out = torch.bmm(weight, tokens.transpose(1, 2))
+    else:
+        out = torch.baddbmm(conv.bias.view(1, -1, 1), weight, tokens.transpose(1, 2))
+    return out.unflatten(2, size)
+
+
+def softmax_attention_tokens(query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+    """``softmax(scale * q k^T) v`` on contiguous tokens: q (B, N, d), k (B, M, d), v (B, M, d) -> (B, N, d).
+
+    ``F.scaled_dot_product_attention``: on the CPU the fused flash kernel (equal head sizes,
+    contiguous inputs), never the N x M matrix.
+    """
+    out = F.scaled_dot_product_attention(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), scale=scale)
+    return out.squeeze(1)
+
+
+class _TokenProjections(torch.autograd.Function):
+    """x (B, C, N), n weights (d_i, C) and n biases (d_i,) or None -> n tokens (B, N, d_i)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, n: int, *params: Tensor | None) -> tuple[Tensor, ...]:
+        weights, biases = params[:n], params[n:]
+        batch = x.shape[0]
+        x_t = x.transpose(1, 2)  # (B, N, C), a view
+        outs = []
+        for weight, bias in zip(weights, biases):
+            weight_t = weight.t().expand(batch, -1, -1)
+            outs.append(torch.bmm(x_t, weight_t) if bias is None else torch.baddbmm(bias.view(1, 1, -1), x_t, weight_t))
+        ctx.save_for_backward(x, *weights)
+        ctx.n = n
+        ctx.has_bias = [bias is not None for bias in biases]
+        return tuple(outs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Tensor | None):
+        x, *weights = ctx.saved_tensors
+        n, batch = ctx.n, x.shape[0]
+        need_x = ctx.needs_input_grad[0]
+        need_w, need_b = ctx.needs_input_grad[2:2 + n], ctx.needs_input_grad[2 + n:]
+        grad_x = None
+        grad_w: list[Tensor | None] = [None] * n
+        grad_b: list[Tensor | None] = [None] * n
+        for i, (weight, grad) in enumerate(zip(weights, grads)):
+            if grad is None:
+                continue
+            if need_x:  # grad_x (B, C, N) += W^T (C, d) @ grad^T (d, N)
+                weight_t = weight.t().expand(batch, -1, -1)
+                if grad_x is None:
+                    grad_x = torch.bmm(weight_t, grad.transpose(1, 2))
+                else:
+                    grad_x.baddbmm_(weight_t, grad.transpose(1, 2))
+            if need_w[i]:  # sum over the batch of grad[b]^T (d, N) @ x[b]^T (N, C)
+                grad_w[i] = torch.mm(grad[0].t(), x[0].t())
+                for b in range(1, batch):
+                    grad_w[i].addmm_(grad[b].t(), x[b].t())
+            if ctx.has_bias[i] and need_b[i]:
+                grad_b[i] = grad.sum(dim=(0, 1))
+        return (grad_x, None, *grad_w, *grad_b)
 
 
 def query_positions(queries: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 GCPooling = Literal["att", "avg"]
 GCFusion = Literal["add", "mul"]
@@ -73,8 +74,8 @@ class GlobalContextBlock(nn.Module):
         """The context vector: (B, C, 1, 1)."""
         if self.pooling == "avg":
             return x.mean(dim=(2, 3), keepdim=True)
-        weights = self.attention_map(x).flatten(2)  # (B, 1, N)
-        return torch.bmm(x.flatten(2), weights.transpose(1, 2)).unsqueeze(-1)
+        weight = self.conv_mask.weight.flatten()  # (C,)
+        return _AttentionPool.apply(x.flatten(2), weight, self.conv_mask.bias).unsqueeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         context = self.spatial_pool(x)
@@ -84,3 +85,40 @@ class GlobalContextBlock(nn.Module):
         if self.channel_add_conv is not None:
             out = out + self.channel_add_conv(context)
         return out
+
+
+class _AttentionPool(torch.autograd.Function):
+    """``sum_n softmax_n(w . x_n + b) x_n``: x (B, C, N), w (C,), b (1,) or None -> (B, C, 1).
+
+    The same as ``conv_mask`` -> softmax -> weighted sum through autograd, with fewer passes
+    over x in the backward: its gradient ``g_ctx p^T + w g_logits^T`` is one rank-2 product
+    written once (autograd writes the two outer products separately and adds them).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        # (B, N); an explicit bmm: torch.matmul(weight, x) copies x (1-D @ 3-D folding)
+        logits = torch.bmm(weight.view(1, 1, -1).expand(x.shape[0], -1, -1), x).squeeze(1)
+        if bias is not None:
+            logits = logits + bias
+        p = logits.softmax(dim=-1)
+        ctx.save_for_backward(x, weight, p)
+        ctx.has_bias = bias is not None
+        return torch.bmm(x, p.unsqueeze(-1))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, weight, p = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_p = torch.bmm(grad.transpose(1, 2), x).squeeze(1)  # (B, N)
+        grad_logits = p * (grad_p - (grad_p * p).sum(dim=-1, keepdim=True))
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            left = torch.cat([grad, weight.view(1, -1, 1).expand(x.shape[0], -1, -1)], dim=2)  # (B, C, 2)
+            grad_x = torch.bmm(left, torch.stack([p, grad_logits], dim=1))  # (B, C, N)
+        if need_w:
+            grad_w = torch.bmm(x, grad_logits.unsqueeze(-1)).sum(dim=0).squeeze(-1)
+        if ctx.has_bias and need_b:
+            grad_b = grad_logits.sum().reshape(1)
+        return grad_x, grad_w, grad_b

@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seg.models.attention.functional import query_positions, softmax_attention
+from lit_seg.models.attention.functional import (
+    conv1x1_tokens,
+    query_positions,
+    softmax_attention,
+    softmax_attention_tokens,
+    tokens_conv1x1,
+)
 
 NonLocalMode = Literal["gaussian", "embedded_gaussian", "dot_product", "concatenation"]
 
@@ -92,7 +98,16 @@ class NonLocal2d(nn.Module):
         return y.unflatten(2, x.shape[-2:])
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "embedded_gaussian" and not self.sub_sample:
+            # The same computation without layout copies: theta, phi and g straight into the token
+            # layout of the fused attention kernel, W's conv straight back to channel-first.
+            query, key, value = conv1x1_tokens(x, self.theta, self.phi, self.g)
+            y = softmax_attention_tokens(query, key, value, self._scale())
+            return x + self.W[1](tokens_conv1x1(y, self.W[0], x.shape[-2:]))
         return x + self.W(self.context(x))
+
+    def _scale(self) -> float:
+        return self.inter_channels**-0.5 if self.mode == "embedded_gaussian" and self.use_scale else 1.0
 
     def attention_map(self, x: Tensor, queries: Tensor) -> Tensor:
         """Weights ``f(x_i, x_j) / C(x)`` of the query pixels over the keys: (B, Q, H', W').

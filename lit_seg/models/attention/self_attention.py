@@ -4,7 +4,13 @@ arXiv:1809.00916), the ``_SelfAttentionBlock`` of the official code."""
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_seg.models.attention.functional import query_positions, softmax_attention
+from lit_seg.models.attention.functional import (
+    conv1x1_tokens,
+    query_positions,
+    softmax_attention,
+    softmax_attention_tokens,
+    tokens_conv1x1,
+)
 
 
 class SelfAttention2d(nn.Module):
@@ -49,9 +55,16 @@ class SelfAttention2d(nn.Module):
         height, width = x.shape[-2:]
         pooled = self.pool(x)
         key = self.f_key(pooled).flatten(2)  # also the query
-        value = self.f_value(pooled).flatten(2)
-        context = softmax_attention(key, key, value, self.key_channels**-0.5)
-        context = self.W(context.unflatten(2, pooled.shape[-2:]))
+        scale = self.key_channels**-0.5
+        if self.key_channels == self.value_channels or x.device.type != "cpu":
+            # The fused kernel's token layout, with f_value and W computed straight into and out
+            # of it (see functional.conv1x1_tokens): one layout copy (the key) instead of four.
+            key = key.transpose(1, 2).contiguous()
+            (value,) = conv1x1_tokens(pooled, self.f_value)
+            context = tokens_conv1x1(softmax_attention_tokens(key, key, value, scale), self.W, pooled.shape[-2:])
+        else:
+            value = self.f_value(pooled).flatten(2)
+            context = self.W(softmax_attention(key, key, value, scale).unflatten(2, pooled.shape[-2:]))
         if self.scale > 1:
             context = F.interpolate(context, size=(height, width), mode="bilinear", align_corners=False)
         return context
