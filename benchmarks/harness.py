@@ -8,7 +8,8 @@ One call of :func:`measure` builds one operator or head, one input, and measures
 3. ``warmup`` more forward + backward passes;
 4. ``repeats`` timed forward passes (no_grad; unless ``forward`` is False) and ``repeats`` timed
    forward + backward passes, each continued until they add up to ``min_time`` seconds (at most
-   ``max_repeats``); the median is reported.
+   ``max_repeats``); the median is reported. ``repeats`` 0: the forward + backward time is that
+   of the counted pass 1 (for passes of many seconds, where the counting costs well under 1%).
 
 Memory (:class:`PeakMemory`): on CUDA ``torch.cuda.max_memory_allocated`` minus the allocation
 at the start. On the CPU, two numbers from the same pass:
@@ -41,15 +42,13 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import (
-    FlopCounterMode,
-    flop_registry,
-    register_flop_formula,
-    sdpa_backward_flop_count,
-    sdpa_flop_count,
-)
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import seed_ops
+# Importing lit_seg.flops registers FlopCounterMode's formulas for the CPU flash-attention kernels
+# (torch 2.14 lacks them: our dense operators would count only their convolutions), so the
+# harness and the runs' summaries (head_gflops) count the same way.
+from lit_seg import flops as _flops  # noqa: F401
 from lit_seg.models.heads import (
     ASPPHead,
     CCHead,
@@ -60,24 +59,6 @@ from lit_seg.models.heads import (
     OCHead,
     PSPHead,
 )
-
-_aten = torch.ops.aten
-
-# FlopCounterMode (torch 2.14) has no formula for the CPU flash-attention kernels that
-# F.scaled_dot_product_attention runs on the CPU: without these our dense operators would
-# count only their convolutions. Same formulas as the CUDA kernels' (the backward counts the
-# recomputation of q k^T, as the CPU kernel does).
-if _aten._scaled_dot_product_flash_attention_for_cpu not in flop_registry:
-    @register_flop_formula(_aten._scaled_dot_product_flash_attention_for_cpu)
-    def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-if _aten._scaled_dot_product_flash_attention_for_cpu_backward not in flop_registry:
-    @register_flop_formula(_aten._scaled_dot_product_flash_attention_for_cpu_backward)
-    def _cpu_flash_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                                 out_shape=None, **kwargs) -> int:
-        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
 
 # --- what is measured ----------------------------------------------------------------------------
 
@@ -310,7 +291,11 @@ def measure(spec: dict) -> dict:
         grads[:] = [torch.randn_like(x)]
     clear()
     with FlopCounterMode(display=False) as counter, PeakMemory(device) as memory:
+        _sync(device)
+        start = time.perf_counter()
         forward_backward()
+        _sync(device)
+        counted_seconds = time.perf_counter() - start
     result["flops_fwdbwd"] = counter.get_total_flops()
     result["peak_fwdbwd"], result["rss_fwdbwd"] = memory.peak, memory.rss
     # 2. forward (no autograd graph): FLOPs and memory (torch's allocator only: RSS is no longer
@@ -334,7 +319,7 @@ def measure(spec: dict) -> dict:
     def timed(run, times):
         # ``repeats`` passes, and more until they add up to ``min_time`` seconds (fast operators
         # get enough samples for a stable median), at most ``max_repeats``.
-        while len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats):
+        while repeats and (len(times) < repeats or (sum(times) < min_time and len(times) < max_repeats)):
             _sync(device)
             start = time.perf_counter()
             run()
@@ -345,7 +330,9 @@ def measure(spec: dict) -> dict:
         with torch.no_grad():
             timed(forward, times_fwd)
 
-    while len(times_fwdbwd) < repeats or (sum(times_fwdbwd) < min_time and len(times_fwdbwd) < max_repeats):
+    if repeats == 0:  # the counted pass is the one timed sample (large sizes in the sweep)
+        times_fwdbwd.append(counted_seconds)
+    while repeats and (len(times_fwdbwd) < repeats or (sum(times_fwdbwd) < min_time and len(times_fwdbwd) < max_repeats)):
         clear()
         _sync(device)
         start = time.perf_counter()

@@ -196,7 +196,7 @@ def _header(args, title: str, machine: dict, loads: list[float], latency: str) -
     lines = [
         f"# {title}",
         "",
-        f"- command: `{' '.join([Path(sys.argv[0]).name if sys.argv else 'benchmark_heads.py', *args.argv])}`",
+        f"- command: `{' '.join(['scripts/benchmark_heads.py', *args.argv])}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; device {args.device}, "
         f"{machine.get('threads', '?')} threads, dtype {args.dtype}, denormals "
@@ -364,9 +364,10 @@ def run_sweep(args, run: Runner, machine: dict) -> None:
     ]
     for name in args.operators:
         for size in args.sweep:
-            repeats = args.sweep_repeats if size < args.sweep_large else 1
+            repeats = args.sweep_repeats if size < args.sweep_large else 0
             ours_spec, ours, seed_spec, seed = _measure_pair(
-                args, run, name, size=[size, size], forward=False, warmup=0, repeats=repeats, min_time=0.0)
+                args, run, name, size=[size, size], forward=False, warmup=0, repeats=repeats,
+                min_time=args.sweep_min_time)
             label = harness.OPERATOR_LABELS[name]
             ours_row = _row(ours_spec, ours, label, machine["fp32"])
             seed_row = _row(seed_spec, seed, label, machine["fp32"])
@@ -382,8 +383,10 @@ def run_sweep(args, run: Runner, machine: dict) -> None:
                 f" | {_pair(ours_row['rss_fwdbwd_mib'], seed_row['rss_fwdbwd_mib'])} |"
                 + (f" {seed_row['note'] or ours_row['note']}" if seed_row["note"] or ours_row["note"] else ""))
     _write_csv(args.out / "sweep.csv", rows)
-    latency = (f"median of {args.sweep_repeats} passes (1 from {args.sweep_large}×{args.sweep_large} on) after the "
-               "counting pass, one process per point")
+    latency = (f"median of at least {args.sweep_repeats} pass(es) (more, up to 30, until they add up to "
+               f"{args.sweep_min_time:g} s) after the counting pass, one process per point; from "
+               f"{args.sweep_large}×{args.sweep_large} on the one counting pass itself (FLOP counter and memory "
+               "profiler on: well under 1% of a pass of several seconds)")
     text = _header(args, "Operators vs feature size", machine, loads, latency) + lines
     (args.out / "sweep.md").write_text("\n".join(text) + "\n")
     print("\n".join(lines))
@@ -500,7 +503,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         default=list(harness.SEED_OPERATORS), help="operators to measure (none: no operators)")
     parser.add_argument("--heads", nargs="*", choices=list(harness.HEADS), default=list(harness.HEADS),
                         help="heads to measure in the default mode (none: no heads)")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="operators: alternate ours/seed this many times (fresh processes), keep each one's best round")
     parser.add_argument("--head-channels", type=int, default=256,
                         help="head width (256; mmsegmentation's 512 takes ~4x longer: ~20 s per head here)")
@@ -508,8 +511,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="timed passes per head (after the counting passes, no extra warm-up)")
     parser.add_argument("--sweep", type=int, nargs="+", metavar="N",
                         help="instead of the default tables: operators at N×N for each N")
-    parser.add_argument("--sweep-repeats", type=int, default=2)
-    parser.add_argument("--sweep-large", type=int, default=128, help="from this size on, the sweep times 1 pass")
+    parser.add_argument("--sweep-repeats", type=int, default=1,
+                        help="timed passes per sweep point (more until --sweep-min-time)")
+    parser.add_argument("--sweep-min-time", type=float, default=0.5)
+    parser.add_argument("--sweep-large", type=int, default=128,
+                        help="from this size on, the sweep's time is that of its one (counting) pass")
     parser.add_argument("--ccnet-claim", action="store_true", help="instead of the default tables: CCNet's FLOPs claim")
     parser.add_argument("--claim-size", type=int, nargs=2, default=[97, 97], metavar=("H", "W"))
     parser.add_argument("--claim-channels", type=int, default=512)
