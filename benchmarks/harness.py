@@ -33,11 +33,13 @@ Everything runs in the module's training mode (BatchNorm uses batch statistics).
 """
 
 import contextlib
+import logging
 import math
 import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -45,10 +47,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import seed_ops
-# Importing lit_seg.flops registers FlopCounterMode's formulas for the CPU flash-attention kernels
-# (torch 2.14 lacks them: our dense operators would count only their convolutions), so the
-# harness and the runs' summaries (head_gflops) count the same way.
-from lit_seg import flops as _flops  # noqa: F401
+from lit_seg import flops as _flops
 from lit_seg.models.heads import (
     ASPPHead,
     CCHead,
@@ -59,6 +58,12 @@ from lit_seg.models.heads import (
     OCHead,
     PSPHead,
 )
+
+# FlopCounterMode (torch 2.14) has no formula for the CPU flash-attention kernels that
+# F.scaled_dot_product_attention runs on the CPU: without them our dense operators would count
+# only their convolutions. lit_seg.flops registers them (on import; this call is a no-op then),
+# so the harness and the runs' summaries (head_gflops) count the same way.
+_flops.register_cpu_attention_flops()
 
 # --- what is measured ----------------------------------------------------------------------------
 
@@ -129,8 +134,42 @@ def _nonzero_scales(module: nn.Module) -> nn.Module:
     return module
 
 
+def experiment_head(config: str, overrides: Sequence[str] = (), batch: int | None = None
+                    ) -> tuple[nn.Module, list[Tensor], nn.Module, tuple[int, int]]:
+    """The decode head of an experiment YAML as ``lit-seg fit --config`` builds it, the encoder
+    features it sees at the experiment's training input (``batch`` images, default the data
+    module's batch size; random images, encoder run once without gradients), the whole model,
+    and the training input's (H, W)."""
+    from lit_seg.cli import LitSegCLI, expand_argv
+
+    argv = expand_argv(["--config", config, *overrides, "--trainer.logger=false", "--trainer.callbacks=[]",
+                        "--trainer.enable_checkpointing=false"])
+    # Quietly: LightningCLI warns when a process with its own argv passes args=, and logs the
+    # seed and the accelerators at INFO.
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels, argv0 = [lg.level for lg in loggers], sys.argv
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    sys.argv = sys.argv[:1]
+    try:
+        with contextlib.redirect_stdout(None):
+            cli = LitSegCLI(args=argv, run=False)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        sys.argv = argv0
+    data = cli.datamodule.hparams
+    size = data.get("image_size") or data.get("crop_size")
+    if size is None:
+        raise ValueError(f"{config}: no image_size or crop_size in the data module's arguments")
+    model = cli.model.model
+    with torch.no_grad():
+        features = model.encoder(torch.randn(batch or data.get("batch_size", 2), 3, *size))
+    return model.head, [f.detach() for f in features], model, tuple(size)
+
+
 def build(spec: dict) -> nn.Module:
-    kind, name, channels = spec["kind"], spec["name"], spec["channels"]
+    kind, name, channels = spec["kind"], spec.get("name"), spec.get("channels")
     torch.manual_seed(spec.get("seed", 0))
     if kind == "operator":
         seed = _nonzero_scales(SEED_OPERATORS[name](channels))
@@ -262,11 +301,26 @@ def measure(spec: dict) -> dict:
     _configure(spec)
     device = torch.device(spec.get("device", "cpu"))
     dtype = getattr(torch, spec.get("dtype", "float32"))
-    module = build(spec).to(device=device, dtype=dtype).train()
-    height, width = spec["size"]
-    x = torch.randn(spec["batch"], spec["channels"], height, width, device=device, dtype=dtype, requires_grad=True)
-    inputs = [x] if spec["kind"] == "head" else x
+    if spec["kind"] == "experiment":
+        module, features, model, image_size = experiment_head(spec["config"], spec.get("overrides", []),
+                                                              spec.get("batch"))
+        module = module.to(device=device, dtype=dtype).train()
+        features = [f.to(device=device, dtype=dtype).requires_grad_() for f in features]
+        inputs, leaves = features, features
+        with torch.no_grad():  # output shapes for the gradients
+            out_shapes = [o.shape for o in _outputs(module(features))]
+        model_flops = _flops.count_flops(model.eval(), torch.randn(1, 3, *image_size))
+    else:
+        module = build(spec).to(device=device, dtype=dtype).train()
+        height, width = spec["size"]
+        x = torch.randn(spec["batch"], spec["channels"], height, width, device=device, dtype=dtype, requires_grad=True)
+        inputs, leaves = ([x] if spec["kind"] == "head" else x), [x]
+        out_shapes = ([(spec["batch"], NUM_CLASSES, height, width)] * len(module.loss_weights) if spec["kind"] == "head"
+                      else [x.shape])
     result = {"params": sum(p.numel() for p in module.parameters()), "threads": torch.get_num_threads()}
+    if spec["kind"] == "experiment":
+        result["model_params"] = sum(p.numel() for p in model.parameters())
+        result["model_flops_fwd"] = model_flops
 
     def forward():
         return _outputs(module(inputs))
@@ -278,17 +332,15 @@ def measure(spec: dict) -> dict:
 
     def clear():
         module.zero_grad(set_to_none=True)
-        x.grad = None
+        for leaf in leaves:
+            leaf.grad = None
 
     # 1. forward + backward: FLOPs and memory. First in the process, so that the RSS growth is
     #    not hidden by pages an earlier pass left resident.
-    # Output gradients of the right shapes, made without a forward pass: an operator keeps the
-    # input's shape, a head gives (B, classes, H, W) logits per loss (its ``loss_weights``).
-    if spec["kind"] == "head":
-        grads[:] = [torch.randn(spec["batch"], NUM_CLASSES, height, width, device=device, dtype=dtype)
-                    for _ in module.loss_weights]
-    else:
-        grads[:] = [torch.randn_like(x)]
+    # Output gradients of the right shapes, made without a forward pass (except for experiments,
+    # whose output sizes need one): an operator keeps the input's shape, a head gives
+    # (B, classes, H, W) logits per loss (its ``loss_weights``).
+    grads[:] = [torch.randn(shape, device=device, dtype=dtype) for shape in out_shapes]
     clear()
     with FlopCounterMode(display=False) as counter, PeakMemory(device) as memory:
         _sync(device)

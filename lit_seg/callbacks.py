@@ -1,6 +1,7 @@
 """Callbacks that make a run folder self-describing."""
 
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -9,23 +10,70 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+
+
+def _run_folder(trainer: pl.Trainer) -> str | None:
+    """The run folder, as ``trainer.log_dir`` gives it but without its broadcast: that is a
+    collective, and these callbacks read it on rank zero only (it would hang a DDP run)."""
+    if not trainer.loggers:
+        return None
+    logger = trainer.loggers[0]
+    return getattr(logger, "log_dir", None) or logger.save_dir
 
 
 class RunSummary(pl.Callback):
     """Writes ``summary.json`` into the run folder after every validation and at the end.
 
     It holds what an analysis needs without W&B: best and last ``val/mIoU``, last per-class
-    IoU, epoch and step, parameter count, wall time, checkpoint paths and the W&B run id. The
-    best ``val/mIoU`` and parameter count also go into the W&B run summary.
+    IoU, epoch and step, parameter count, the head's forward FLOPs, wall time, checkpoint
+    paths, the W&B run id and group. The best ``val/mIoU``, parameter counts and head GFLOPs
+    also go into the W&B run summary.
+
+    ``head_gflops``: FLOPs (:func:`lit_seg.flops.count_flops`, a multiply-add is 2) of one
+    forward pass of the decode head in eval mode, counted once at fit start on the encoder's
+    features of one image of the training crop size (the data module's ``crop_size`` or
+    ``image_size``; shape in ``head_flops_input``). None when the size is unknown.
     """
 
-    def __init__(self, filename: str = "summary.json") -> None:
+    def __init__(self, filename: str = "summary.json", count_head_flops: bool = True) -> None:
         self.filename = filename
+        self.count_head_flops = count_head_flops
         self._start = time.monotonic()
+        self._head_flops: int | None = None
+        self._head_flops_input: list[int] | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.monotonic()
+        if self.count_head_flops and self._head_flops is None:
+            self._count_head_flops(trainer, pl_module)
+
+    def _count_head_flops(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch
+
+        from lit_seg.flops import count_flops
+
+        hparams = getattr(trainer.datamodule, "hparams", None) or {}
+        size = next((hparams[k] for k in ("crop_size", "image_size") if hparams.get(k)), None)
+        model = getattr(pl_module, "model", None)
+        if size is None or model is None:
+            rank_zero_info("RunSummary: no training crop size known (data module's crop_size/image_size); "
+                           "head_gflops not counted")
+            return
+        shape = [1, 3, int(size[0]), int(size[1])]
+        modes = {module: module.training for module in model.modules()}  # each restored as it was
+        try:
+            model.eval()
+            with torch.no_grad():
+                weight = next(model.parameters())
+                features = model.encoder(torch.zeros(shape, device=weight.device, dtype=weight.dtype))
+            self._head_flops = count_flops(model.head, features)
+            self._head_flops_input = shape
+        except Exception as err:  # noqa: BLE001 - a count must never stop a run
+            rank_zero_warn(f"RunSummary: could not count the head's FLOPs: {err}")
+        finally:
+            for module, training in modes.items():
+                module.training = training
 
     def _summary(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
@@ -38,19 +86,22 @@ class RunSummary(pl.Callback):
             "wall_time_s": round(time.monotonic() - self._start, 1),
             "params": sum(p.numel() for p in pl_module.parameters()),
             "head_params": sum(p.numel() for p in pl_module.model.head.parameters()),
+            "head_gflops": self._head_flops / 1e9 if self._head_flops is not None else None,
+            "head_flops_input": self._head_flops_input,
             "val/mIoU_best": float(best) if best is not None else metrics.get("val/mIoU"),
             "metrics": metrics,
             "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
             "last_checkpoint": ckpt.last_model_path if ckpt is not None else None,
             "wandb_run_id": wandb.version if wandb is not None else None,
+            "group": (getattr(wandb.experiment, "group", None) or None) if wandb is not None else None,
         }
 
     @rank_zero_only
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.log_dir is None:
+        if trainer.sanity_checking or _run_folder(trainer) is None:
             return
         summary = self._summary(trainer, pl_module)
-        path = Path(trainer.log_dir) / self.filename
+        path = Path(_run_folder(trainer)) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2))
@@ -59,7 +110,7 @@ class RunSummary(pl.Callback):
             if isinstance(logger, WandbLogger):
                 logger.experiment.summary.update(
                     {"val/mIoU_best": summary["val/mIoU_best"], "params": summary["params"],
-                     "head_params": summary["head_params"]})
+                     "head_params": summary["head_params"], "head_gflops": summary["head_gflops"]})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module)
@@ -139,11 +190,111 @@ class AttentionMapLogger(pl.Callback):
             pictures.append(overlay(denormalize(image), maps, points, prediction=predict(model, image),
                                     target=mask, palette=palette, ignore_index=ignore_index))
             captions.append(f"val image {i}, epoch {trainer.current_epoch}, points (row, col) {points}")
-        if trainer.log_dir is not None:
-            folder = Path(trainer.log_dir) / "attention"
+        if _run_folder(trainer) is not None:
+            folder = Path(_run_folder(trainer)) / "attention"
             folder.mkdir(parents=True, exist_ok=True)
             for i, picture in enumerate(pictures):
                 picture.save(folder / f"epoch{trainer.current_epoch}_{i}.png")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="val/attention", images=pictures, caption=captions, step=trainer.global_step)
+
+
+class PredictionLogger(pl.Callback):
+    """Per-class IoU as a W&B table and prediction overlays, after every validation.
+
+    On rank zero, after every ``every_n_epochs``-th epoch's validation (never the sanity check):
+
+    * ``val/IoU_table``: a W&B table with one row per class, columns ``epoch``, ``step``,
+      ``class``, ``IoU``, from this validation's ``val/IoU/<class>`` (a class absent from both
+      labels and predictions has no IoU: empty cell);
+    * ``val/predictions``: the validation images ``indices`` (default the first ``num_images``;
+      the same all run) as W&B images with ``ground_truth`` and ``prediction`` masks whose
+      labels are the class names (``ignore_index`` pixels: "ignore"), which W&B draws over the
+      image with one toggle per class (images larger than ``max_side`` are subsampled by a
+      whole stride, masks alike, to keep the run small);
+    * ``<run folder>/predictions/epoch{N}_{i}.png`` (i: the image's index in the validation
+      set): image | ground truth | prediction with a legend
+      (:func:`lit_seg.visualize.prediction_overlay`), there offline too.
+
+    Predictions use the module's evaluation recipe (``eval_mode``, scales, flip), as
+    ``val/mIoU`` does. In YAML (``trainer.callbacks``)::
+
+        - class_path: lit_seg.callbacks.PredictionLogger
+          init_args: {num_images: 2}
+    """
+
+    def __init__(self, num_images: int = 2, indices: Sequence[int] | None = None, every_n_epochs: int = 1,
+                 iou_table: bool = True, max_side: int = 1024) -> None:
+        if num_images < 0 or every_n_epochs < 1 or max_side < 1:
+            raise ValueError("PredictionLogger: num_images must be >= 0, every_n_epochs and max_side >= 1")
+        self.max_side = max_side
+        self.num_images = num_images
+        self.indices = [int(i) for i in indices] if indices is not None else None
+        self.every_n_epochs = every_n_epochs
+        self.iou_table = iou_table
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._log(trainer, pl_module)
+
+    @rank_zero_only
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        class_names = list(getattr(pl_module, "class_names", None) or [])
+        if self.iou_table and loggers and class_names:
+            rows = []
+            for name in class_names:
+                value = trainer.callback_metrics.get(f"val/IoU/{name}")
+                value = float(value) if value is not None else math.nan
+                rows.append([trainer.current_epoch, trainer.global_step, name, None if math.isnan(value) else value])
+            for logger in loggers:
+                logger.log_table(key="val/IoU_table", columns=["epoch", "step", "class", "IoU"], data=rows,
+                                 step=trainer.global_step)
+        self._predictions(trainer, pl_module, loggers, class_names)
+
+    def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loggers: list[WandbLogger],
+                     class_names: list[str]) -> None:
+        from lit_seg.visualize import _EvalMode, denormalize, prediction_overlay
+
+        dataset = AttentionMapLogger._dataset(trainer)
+        indices = self.indices if self.indices is not None else range(self.num_images)
+        indices = [i for i in indices if dataset is not None and 0 <= i < len(dataset)]
+        if not indices:
+            return
+        ignore_index = getattr(pl_module, "ignore_index", 255)
+        palette = getattr(trainer.datamodule, "palette", None) if trainer.datamodule is not None else None
+        # W&B masks are 8-bit: ignored pixels get their own label (255, "ignore").
+        labels = {c: name for c, name in enumerate(class_names)}
+        use_masks = len(class_names) < 255
+        labels[255] = "ignore"
+        images, masks, captions, pictures = [], [], [], []
+        with _EvalMode(pl_module):
+            for i in indices:
+                image, target = dataset[i][:2]
+                scores, _ = pl_module.segment(image[None].to(pl_module.device))
+                prediction = scores.argmax(dim=1)[0].cpu()
+                rgb = denormalize(image)
+                pictures.append(prediction_overlay(rgb, target, prediction, class_names, palette=palette,
+                                                   ignore_index=ignore_index))
+                stride = -(-max(rgb.shape[:2]) // self.max_side)
+                images.append(rgb[::stride, ::stride].copy())
+                truth = target.cpu().numpy().astype("int64")
+                truth[truth == ignore_index] = 255
+                masks.append({"prediction": {"mask_data": prediction.numpy()[::stride, ::stride].astype("uint8"),
+                                             "class_labels": labels},
+                              "ground_truth": {"mask_data": truth[::stride, ::stride].astype("uint8"),
+                                               "class_labels": labels}})
+                captions.append(f"val image {i}, epoch {trainer.current_epoch}")
+        if _run_folder(trainer) is not None:
+            folder = Path(_run_folder(trainer)) / "predictions"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, picture in zip(indices, pictures):
+                picture.save(folder / f"epoch{trainer.current_epoch}_{i}.png")
+        for logger in loggers:
+            if use_masks:
+                logger.log_image(key="val/predictions", images=images, masks=masks, caption=captions,
+                                 step=trainer.global_step)
+            else:  # more classes than 8-bit masks can name: the drawn overlays instead
+                logger.log_image(key="val/predictions", images=pictures, caption=captions, step=trainer.global_step)

@@ -17,8 +17,10 @@ import lightning.pytorch as pl
 import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from lit_seg.errors import ConfigError
+from lit_seg import fault_tolerance
+from lit_seg.errors import ConfigError, RunError
 from lit_seg.module import SegmentationModule
 
 RUNS_DIR = "runs"
@@ -31,6 +33,10 @@ def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
     YAML state only what differs from a shared base. The including file's own keys are passed
     as a YAML string with an ``experiment`` key (the file's stem) added unless it sets one.
     """
+    if "\n" in str(path):
+        # Inline YAML, as this function writes it: Lightning's DDP launcher starts each process
+        # with the parent's (already expanded) command line.
+        return [str(path)]
     path = Path(path)
     if path in _seen:
         raise ConfigError(f"config {path} includes itself through _base_")
@@ -60,6 +66,12 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         if arg in ("-c", "--config") and i + 1 < len(args):
             out += [x for cfg in expand_bases(args[i + 1]) for x in (arg, cfg)]
             i += 2
+            continue
+        if arg == "--resume" and i + 1 < len(args) or arg.startswith("--resume="):
+            # A run folder: its saved config first (later arguments override it), then the folder itself.
+            folder = args[i + 1] if arg == "--resume" else arg.split("=", 1)[1]
+            out += ["--config", str(_resume_config(folder)), "--resume", folder]
+            i += 2 if arg == "--resume" else 1
             continue
         if arg.startswith("--config="):
             out += [x for cfg in expand_bases(arg.split("=", 1)[1]) for x in ("--config", cfg)]
@@ -116,8 +128,65 @@ class LitSegCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--experiment", type=str | None, default=None,
                             help="Name of the experiment (default: the --config file's name); names the run folder.")
+        parser.add_argument("--group", type=str | None, default=None,
+                            help="W&B group of the run, e.g. the ablation's name (default: the W&B logger's group).")
+        parser.add_argument("--resume", type=str | None, default=None,
+                            help="Continue the run in this folder (runs/<experiment>/<run>) from its last checkpoint: "
+                                 "its config.yaml, same folder, metrics.csv and W&B run; later arguments override.")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """``--resume``: the run's newest last checkpoint. Any checkpoint given is then checked to be a
+        readable lit-seg checkpoint before Lightning merges its hyperparameters into the config."""
+        self._checkpoint = None
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if config.get("resume"):
+            if subcommand != "fit":
+                raise ConfigError(f"--resume continues a training run (lit-seg fit --resume <run>); to {subcommand} a "
+                                  f"run use --config <run>/config.yaml --ckpt_path <run>/checkpoints/last.ckpt")
+            config.ckpt_path = config.get("ckpt_path") or str(_resume_checkpoint(config.resume))
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc"):
+            self._checkpoint = _read_checkpoint(ckpt_path)
+            theirs = ((self._checkpoint.get("hyper_parameters") or {}).get("head") or {})
+            ours = config.get("model", {}).get("head")
+            if isinstance(theirs, dict) and ours is not None and theirs.get("class_path") != ours.get("class_path"):
+                # Lightning's CLI takes the model's settings from the checkpoint: say so when that changes the head.
+                print(f"lit-seg: note: {ckpt_path} holds a {str(theirs.get('class_path')).rsplit('.', 1)[-1]} model; "
+                      f"its settings replace the config's {str(ours.get('class_path')).rsplit('.', 1)[-1]}",
+                      file=sys.stderr)
+        try:
+            super()._parse_ckpt_path()
+        except (ArgumentError, SystemExit) as err:
+            raise ConfigError(f"checkpoint {ckpt_path} is not one of lit-seg's SegmentationModule (its "
+                              f"hyperparameters do not fit: {' '.join(str(err).split())[:300]}); pass a checkpoint "
+                              f"written by lit-seg") from None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            # jsonargparse reports a class whose __init__ raised as "does not validate against any of the
+            # Union subtypes" with every candidate's error; a ConfigError among them is the message to show.
+            user_error = _config_error_in(err)
+            if user_error is None:
+                raise
+            raise user_error from None
+
+    def after_instantiate_classes(self) -> None:
+        if self._checkpoint is not None:
+            _check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
+            self._checkpoint = None
+        factory = getattr(self.model, "optimizer_factory", None)
+        if callable(factory) and self.subcommand == "fit":
+            try:  # torch's optimisers check their arguments: say so now, not after the run has started
+                factory(self.model.parameters())
+            except ValueError as err:
+                raise ConfigError(f"optimizer: {err} (model.optimizer.init_args)") from None
 
     def before_instantiate_classes(self) -> None:
         """Name the run and point every logger at one fresh run folder.
@@ -131,25 +200,81 @@ class LitSegCLI(LightningCLI):
         csv = next((lg for lg in loggers if lg.class_path.endswith("CSVLogger")), None)
         if csv is None:
             return
-        self.save_config_kwargs["run_independent_config"] = copy.deepcopy(config)
+        self.save_config_kwargs["run_independent_config"] = independent = copy.deepcopy(config)
+        independent.resume = None  # the saved config starts a run; `--resume <folder>` continues this one
+        resumed = config.get("resume")
+        if resumed:
+            independent.ckpt_path = None
+            self.save_config_kwargs["overwrite"] = True  # the same run, with any overrides given now
         experiment = config.get("experiment") or "default"
-        run_id = _new_run_id()
+        # Under `wandb agent` the run id is the agent's (wandb ignores any other): the folder takes it.
+        agent_run_id = _sweep_agent_run_id()
+        run_id = agent_run_id or _new_run_id()
+        fresh = not csv.init_args.version and not resumed
+        if resumed:
+            run_id = _resume_into(csv, Path(resumed), self._checkpoint)
         if csv.init_args.name in (None, "", "lightning_logs"):
             csv.init_args.name = experiment
+        rank = _process_rank()
+        if rank and not resumed and os.environ.get(_RUN_VERSION_ENV):  # a DDP process Lightning started
+            csv.init_args.version = os.environ[_RUN_VERSION_ENV]
+            run_id = csv.init_args.version.rsplit("-", 1)[-1]
         csv.init_args.version = csv.init_args.version or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
         run_dir = Path(csv.init_args.save_dir) / csv.init_args.name / csv.init_args.version
+        if not rank:
+            _prepare_run_folder(run_dir, fresh, config.get("ckpt_path"))
+            os.environ[_RUN_VERSION_ENV] = str(csv.init_args.version)  # inherited by the processes DDP starts
         for logger in loggers:
             if logger.class_path.endswith("WandbLogger"):
                 args = logger.init_args
                 args.save_dir = str(run_dir)
                 args.name = args.name or f"{experiment}-seed{config.get('seed_everything')}"
-                args.id = args.id or run_id
+                args.id = None if agent_run_id else args.id or run_id
                 args.job_type = args.job_type or self.subcommand
+                if resumed:
+                    args.resume = "allow"  # the same W&B run goes on
+                if config.get("group"):
+                    args.group = config.group
+                # Online, checkpoints become W&B artifacts (last and best, once, at the end of a
+                # successful fit) unless the command line or a config file states log_model.
+                # Offline they stay off: they would copy every checkpoint into the offline run.
+                if args.log_model is False and _wandb_online(args) and not _states("log_model", sys.argv[1:]):
+                    args.log_model = True
                 if not args.tags:
                     head = config.model.head.class_path.rsplit(".", 1)[-1]
                     args.tags = [experiment, head]
                 run_dir.mkdir(parents=True, exist_ok=True)
-        print(f"lit-seg: run folder {run_dir}", file=sys.stderr, flush=True)
+        if not rank:
+            print(f"lit-seg: run folder {run_dir}", file=sys.stderr, flush=True)
+
+
+def _sweep_agent_run_id() -> str | None:
+    """The run id that `wandb agent` gives the process it starts (None outside a sweep)."""
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        return os.environ["WANDB_RUN_ID"]
+    return None
+
+
+def _wandb_online(args) -> bool:
+    mode = args.get("mode") or os.environ.get("WANDB_MODE", "online")
+    return not args.get("offline") and mode in ("online", "run")
+
+
+def _states(key: str, argv: Sequence[str]) -> bool:
+    """Whether the command line names ``key``: in an argument, an inline YAML config, or a config
+    file, except a run's saved full config (Lightning's header; it states every default)."""
+    for arg in argv:
+        text = arg
+        if "\n" not in arg and len(arg) < 4096 and Path(arg).is_file():
+            try:
+                text = Path(arg).read_text()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if text.startswith("# lightning.pytorch=="):
+                continue
+        if key in text:
+            return True
+    return False
 
 
 def _new_run_id() -> str:
@@ -160,8 +285,174 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+# --- Resuming and checkpoints given on the command line -------------------------------------
+
+# The run folder this process created (removed again if the command fails before using it).
+_created_run_folder: Path | None = None
+# The run folder's name, for the other processes of a DDP run that Lightning starts from this one.
+_RUN_VERSION_ENV = "LIT_SEG_RUN_VERSION"
+
+
+def _process_rank() -> int:
+    """This process's global rank, from the launcher's environment (as Lightning reads it); 0 alone."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def _config_error_in(err: BaseException) -> ConfigError | None:
+    """The ConfigError that caused ``err`` (through ``raise ... from`` or during handling), if any."""
+    seen: set[int] = set()
+    stack = [err]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConfigError):
+            return current
+        stack += [current.__cause__, current.__context__]
+    return None
+
+
+def _resume_config(folder: str | Path) -> Path:
+    config = Path(folder) / "config.yaml"
+    if not config.is_file():
+        what = "does not exist" if not Path(folder).exists() else "has no config.yaml"
+        raise ConfigError(f"--resume {folder}: {what}; pass a run folder, runs/<experiment>/<run> (every run writes "
+                          f"its config.yaml there when it starts)")
+    return config
+
+
+def _resume_checkpoint(folder: str | Path) -> Path:
+    """The newest ``last*.ckpt`` of the run (``last.ckpt`` unless a copy was versioned ``last-v1``)."""
+    candidates = sorted(Path(folder).glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(f"--resume {folder}: no checkpoint to resume from ({Path(folder) / 'checkpoints'} holds no "
+                          f"last.ckpt: the run stopped before writing one); start it again with "
+                          f"--config {Path(folder) / 'config.yaml'}")
+    return candidates[-1]
+
+
+def _read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint at ``path`` (tensors memory-mapped, not read), or a ConfigError saying why not."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        hint = (" (a folder: to continue a run use lit-seg fit --resume <run folder>)" if path.is_dir() else "")
+        raise ConfigError(f"checkpoint {path} not found{hint}; pass an existing .ckpt file, e.g. "
+                          f"runs/<experiment>/<run>/checkpoints/last.ckpt")
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
+        text = " ".join(str(err).split())
+        if "Unsupported global" in text:
+            found = text.split("Unsupported global:", 1)[1].split(" was not")[0].strip()
+            raise ConfigError(f"checkpoint {path} holds Python objects that a safe load refuses ({found}): it was not "
+                              f"written by lit-seg; pass a checkpoint from a lit-seg run") from None
+        reason = (text.split("WeightsUnpickler error:", 1)[-1].split(" Check the documentation")[0]
+                  .split(". ")[0].strip()[:160] or type(err).__name__)
+        raise ConfigError(f"checkpoint {path} cannot be read ({reason}): the file is truncated or corrupt, or not a "
+                          f"PyTorch checkpoint; use another one (e.g. the best-*.ckpt beside it)") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+        raise ConfigError(f"{path} is not a Lightning checkpoint (no state_dict and loop state): a plain weights file? "
+                          f"For pretrained encoder weights use --model.encoder_weights {path}")
+    return checkpoint
+
+
+def _check_checkpoint_fits(checkpoint: dict, model, path) -> None:
+    """The checkpoint's weights fit the instantiated model: same classes, same parameter names and shapes."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    theirs_n = hparams.get("num_classes")
+    if theirs_n is not None and theirs_n != model.num_classes:
+        names = hparams.get("class_names") or []
+        shown = f" ({', '.join(map(str, names[:6]))}{', ...' if len(names) > 6 else ''})" if names else ""
+        raise ConfigError(
+            f"checkpoint {path} predicts {theirs_n} classes{shown} but the data set has {model.num_classes} "
+            f"({', '.join(model.class_names[:6])}{', ...' if model.num_classes > 6 else ''}): use a checkpoint "
+            f"trained on this data set, or the data settings it was trained with (--config <its run>/config.yaml)")
+    theirs, ours = checkpoint["state_dict"], model.state_dict()
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    reshaped = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of this model's {len(ours)} weights missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} weight{'s' * (len(unexpected) > 1)} this model lacks (e.g. {unexpected[0]})")
+        if reshaped:
+            k = reshaped[0]
+            parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(theirs[k].shape)} there, "
+                         f"{tuple(ours[k].shape)} here)")
+        raise ConfigError(f"checkpoint {path} is from another model: {'; '.join(parts)}; pass the config of the run "
+                          f"that wrote it (--config <run>/config.yaml)")
+
+
+def _resume_into(csv, folder: Path, checkpoint: dict | None) -> str:
+    """Points the CSV logger at the resumed run's folder; returns the run's id (the folder's suffix).
+
+    The folder is spelled as in the checkpoint when that is the same folder (ModelCheckpoint
+    keeps its state, e.g. which file is ``last.ckpt``, only for an identical path string)."""
+    saved = next((state.get("dirpath") for key, state in ((checkpoint or {}).get("callbacks") or {}).items()
+                  if str(key).startswith("ModelCheckpoint") and isinstance(state, dict)), None)
+    if saved and (folder / "checkpoints").is_dir() and Path(saved).is_dir() \
+            and os.path.samefile(saved, folder / "checkpoints"):
+        folder = Path(saved).parent
+    csv.init_args.save_dir = str(folder.parent.parent)
+    csv.init_args.name, csv.init_args.version = folder.parent.name, folder.name
+    if csv.class_path == "lightning.pytorch.loggers.CSVLogger":  # a run from before ResumableCSVLogger
+        csv.class_path = "lit_seg.fault_tolerance.ResumableCSVLogger"
+    return folder.name.rsplit("-", 1)[-1]
+
+
+def _prepare_run_folder(run_dir: Path, fresh: bool, ckpt_path) -> None:
+    """Creates the run folder, or says in one line why it cannot be written."""
+    global _created_run_folder
+    if fresh and str(ckpt_path) == "last":
+        raise ConfigError("--ckpt_path last looks in this run's own folder, and every run gets a new one: pass the "
+                          "checkpoint's path (runs/<experiment>/<run>/checkpoints/last.ckpt), or to continue an earlier "
+                          "run: lit-seg fit --resume runs/<experiment>/<run>")
+    existed = run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write the run folder {run_dir}: {err.strerror or err}; run lit-seg from a folder "
+                          f"you can write to (run folders go under ./{Path(*run_dir.parts[:1])}) or give the CSV "
+                          f"logger another save_dir") from None
+    if not existed:
+        _created_run_folder = run_dir
+
+
+def _remove_unused_run_folder() -> None:
+    """After a failed start: the run folder this process created, if nothing was written into it."""
+    folder = _created_run_folder
+    if folder is None or not folder.is_dir():
+        return
+    try:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+            for parent in folder.parents:  # runs/<experiment>/ and runs/, when they are empty too
+                if parent == Path(".") or parent == Path(parent.anchor) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+    except OSError:
+        pass
+
+
 def _check_wandb_mode() -> None:
-    os.environ.setdefault("WANDB_MODE", "offline")
+    # Offline by default; a `wandb agent` child (WANDB_SWEEP_ID set) reports to its sweep online.
+    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
     if os.environ["WANDB_MODE"] not in ("online", "run"):
         return
     has_netrc = (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (Path.home() / ".netrc").read_text()
@@ -170,6 +461,23 @@ def _check_wandb_mode() -> None:
             "WANDB_MODE=online needs a W&B API key: set WANDB_API_KEY (or run `wandb login`), "
             "or log offline with WANDB_MODE=offline and upload later with `wandb sync`"
         )
+    _check_wandb_reachable()
+
+
+def _check_wandb_reachable(timeout: float = 3.0) -> None:
+    """Online W&B without a network would retry for minutes before training starts: fail at once instead."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"WANDB_MODE=online but the W&B server {host}:{port} cannot be reached from here "
+            f"({err.strerror or type(err).__name__}); log offline with WANDB_MODE=offline and upload later "
+            f"with `wandb sync runs/<experiment>/<run>/wandb/offline-run-*`") from None
 
 
 def _parse_error_message(err: Exception) -> str:
@@ -187,6 +495,8 @@ def main(args: Sequence[str] | None = None) -> None:
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    global _created_run_folder
+    _created_run_folder, fault_tolerance.stopped_by = None, None
     try:
         _check_wandb_mode()
         argv = expand_argv(sys.argv[1:] if args is None else args)
@@ -194,8 +504,32 @@ def main(args: Sequence[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *argv]
         LitSegCLI()
     except ConfigError as err:
-        print(f"lit-seg: error: {err}", file=sys.stderr)
+        _remove_unused_run_folder()
+        print(f"lit-seg: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
     except ArgumentError as err:
+        _remove_unused_run_folder()
         print(f"lit-seg: error: {_parse_error_message(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except MisconfigurationException as err:  # Lightning's word for a bad Trainer setting
+        _remove_unused_run_folder()
+        print(f"lit-seg: error: {_one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except RunError as err:  # a full disk, a diverged loss: said in one line (what was kept, how to go on)
+        print(f"lit-seg: error: {_one_line(err)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except SIGTERMException:  # Ctrl-C or SIGTERM; SaveOnInterrupt said where the checkpoint is
+        if fault_tolerance.stopped_by is None:
+            print("lit-seg: stopped by SIGTERM before training started, or without lit_seg.fault_tolerance."
+                  "SaveOnInterrupt in trainer.callbacks: nothing saved beyond the last checkpoint", file=sys.stderr)
+        raise SystemExit(128 + int(fault_tolerance.stopped_by or 15)) from None
+
+
+def _one_line(err: Exception) -> str:
+    """The message; for an error re-raised from a DataLoader worker (which carries the worker's
+    traceback in its text), the original message only."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.startswith(("lit_seg.errors.", "ConfigError", "RunError")) else last
+    return " ".join(text.split())

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
+
 
 class CrossEntropy(nn.Module):
     """``F.cross_entropy`` with ``ignore_index`` and optional per-class weights (PyTorch's
@@ -42,9 +44,9 @@ class OhemCrossEntropy(CrossEntropy):
                  class_weights: Sequence[float] | None = None) -> None:
         super().__init__(ignore_index, class_weights)
         if not 0.0 < thresh <= 1.0:
-            raise ValueError(f"OhemCrossEntropy: thresh must be in (0, 1], got {thresh}")
+            raise ConfigError(f"OhemCrossEntropy: thresh must be in (0, 1], got {thresh}")
         if min_kept < 0:
-            raise ValueError(f"OhemCrossEntropy: min_kept must be >= 0, got {min_kept}")
+            raise ConfigError(f"OhemCrossEntropy: min_kept must be >= 0, got {min_kept}")
         self.thresh = thresh
         self.min_kept = min_kept
 

@@ -5,6 +5,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import lightning.pytorch as pl
+import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
@@ -12,6 +13,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from lit_seg.errors import ConfigError
 from lit_seg.inference import segment
 from lit_seg.losses import CrossEntropy, OhemCrossEntropy
 from lit_seg.models.encoder import build_encoder
@@ -45,6 +47,9 @@ class SegmentationModule(pl.LightningModule):
             (ratio 1/16), e.g. [2, 3, 4] as GCNet (c3-c5); empty: none.
         aux_weight: weight of the auxiliary FCN head on the second-to-last stage; 0 disables it.
         aux_channels: width of the auxiliary head.
+        channels_last: run the model on NHWC (channels-last) tensors: the layout GPU tensor cores
+            and the CPU's oneDNN convolutions prefer (a ccnet_r2 training step on this 2-core CPU:
+            170 ms instead of 205 ms). Same model and results up to float rounding.
         optimizer: the optimiser (SGD lr 0.01, momentum 0.9, weight decay 5e-4 by default).
         lr_scheduler: called with the optimiser and the run's total steps; stepped every
             iteration (poly, power 0.9, by default).
@@ -77,6 +82,7 @@ class SegmentationModule(pl.LightningModule):
         encoder_gc_stages: Sequence[int] = (),
         aux_weight: float = 0.4,
         aux_channels: int = 256,
+        channels_last: bool = False,
         optimizer: OptimizerCallable = SGD,
         lr_scheduler: SchedulerCallable = PolyLR,
         ignore_index: int = 255,
@@ -95,24 +101,29 @@ class SegmentationModule(pl.LightningModule):
         # --ckpt_path` merges those over the command line, which would undo `--model.eval_flip true`.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", *EVAL_ARGS])
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+            raise ConfigError(f"{len(class_names)} class names for {num_classes} classes")
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
+            raise ConfigError(f"{len(class_weights)} class weights for {num_classes} classes: model.class_weights needs "
+                              f"one weight per class ({', '.join(self.class_names)})")
         if loss not in ("ce", "ohem"):
-            raise ValueError(f"loss must be 'ce' or 'ohem', got {loss!r}")
+            raise ConfigError(f"loss must be 'ce' or 'ohem', got {loss!r}")
         if eval_mode not in ("whole", "slide"):
-            raise ValueError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
+            raise ConfigError(f"eval_mode must be 'whole' or 'slide', got {eval_mode!r}")
         if eval_mode == "slide" and eval_crop is None:
-            raise ValueError("eval_mode 'slide' needs eval_crop (the window's H, W)")
+            raise ConfigError("eval_mode 'slide' needs eval_crop (the window's H, W): --model.eval_crop [H,W]")
         if not eval_scales or min(eval_scales) <= 0:
-            raise ValueError(f"eval_scales must be positive, got {eval_scales}")
+            raise ConfigError(f"eval_scales must be positive, got {eval_scales}")
         self.eval_mode = eval_mode
         self.eval_crop = tuple(eval_crop) if eval_crop is not None else None
         self.eval_stride = (tuple(eval_stride) if eval_stride is not None
                             else tuple(max(1, 2 * c // 3) for c in eval_crop) if eval_crop is not None else None)
+        if self.eval_crop is not None and (min(self.eval_crop) < 1 or min(self.eval_stride) < 1
+                                           or any(s > c for s, c in zip(self.eval_stride, self.eval_crop))):
+            raise ConfigError(f"eval_stride {self.eval_stride} must be positive and at most eval_crop {self.eval_crop} "
+                              f"(a larger stride leaves pixels between windows unseen)")
         self.eval_scales = tuple(float(x) for x in eval_scales)
         self.eval_flip = eval_flip
         self.criterion = CrossEntropy(ignore_index, class_weights)
@@ -124,9 +135,17 @@ class SegmentationModule(pl.LightningModule):
         if encoder_gc_stages:
             encoder = insert_global_context(encoder, encoder_gc_stages)
         self.model = EncoderDecoder(encoder, head, num_classes, aux_weight, aux_channels)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index,
                                               zero_division=math.nan)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.channels_last and isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+            return (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+        return batch
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> logits (B, num_classes, H, W)."""
@@ -190,6 +209,9 @@ class SegmentationModule(pl.LightningModule):
         return self.segment(images)[0].argmax(dim=1)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        try:
+            optimizer = self.optimizer_factory(self.parameters())
+        except ValueError as err:  # torch's optimisers check their arguments (e.g. "Invalid learning rate: -0.1")
+            raise ConfigError(f"optimizer: {err} (model.optimizer.init_args)") from err
         scheduler = self.scheduler_factory(optimizer, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

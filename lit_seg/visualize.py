@@ -228,3 +228,66 @@ def overlay(image_rgb: np.ndarray, maps: Mapping[str, Tensor], points: Sequence[
     fig.tight_layout(pad=0.3)
     fig.canvas.draw()
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+
+
+def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, prediction: Tensor | np.ndarray,
+                       class_names: Sequence[str], palette: Sequence[Sequence[int]] | None = None,
+                       ignore_index: int = 255, alpha: float = 0.6, panel_inches: float = 2.4,
+                       dpi: int = 100) -> Image.Image:
+    """One picture (PIL RGB image): image | ground truth | prediction, with a legend of classes.
+
+    The label maps are drawn over the image (``alpha`` of the class colour; ``palette`` as in
+    :func:`overlay`, default matplotlib's tab10; ``ignore_index`` pixels white). The legend lists
+    the classes present in the ground truth or the prediction, by ``class_names``, and "ignore"
+    when the ground truth has ignored pixels; the prediction's title gives its pixel accuracy on
+    the non-ignored pixels.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    image_rgb = np.asarray(image_rgb)
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ConfigError(f"expected an RGB image (H, W, 3), got {image_rgb.shape}")
+    target = np.asarray(target.cpu() if isinstance(target, Tensor) else target).astype(np.int64)
+    prediction = np.asarray(prediction.cpu() if isinstance(prediction, Tensor) else prediction).astype(np.int64)
+    height, width = image_rgb.shape[:2]
+    if target.shape != (height, width) or prediction.shape != (height, width):
+        raise ValueError(f"target {target.shape} and prediction {prediction.shape} must be the image's {(height, width)}")
+    if palette is None:
+        from matplotlib import colormaps
+
+        palette = (np.asarray(colormaps["tab10"].colors) * 255).round().astype(np.uint8)
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+
+    def blend(mask: np.ndarray) -> np.ndarray:
+        rgb = _colorize(mask, palette, ignore_index).astype(np.float64)
+        return (alpha * rgb + (1 - alpha) * image_rgb).round().astype(np.uint8)
+
+    valid = target != ignore_index
+    accuracy = float((prediction[valid] == target[valid]).mean()) if valid.any() else float("nan")
+    present = sorted((set(np.unique(target[valid]).tolist()) | set(np.unique(prediction).tolist())) - {ignore_index})
+    handles = [Patch(facecolor=palette[c % len(palette)] / 255, edgecolor="black", linewidth=0.5,
+                     label=class_names[c] if 0 <= c < len(class_names) else str(c)) for c in present]
+    if not valid.all():
+        handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.5, label="ignore"))
+
+    columns = min(len(handles), 4) or 1
+    legend_rows = -(-len(handles) // columns)
+    panel_h = panel_inches * height / max(height, width)
+    panel_w = panel_inches * width / max(height, width)
+    legend_h = 0.22 * legend_rows + 0.1
+    fig = Figure(figsize=(3 * panel_w + 0.2, panel_h + 0.35 + legend_h), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    panels = [("image", image_rgb), ("ground truth", blend(target)),
+              (f"prediction (pixel acc {accuracy:.3f})", blend(prediction))]
+    for ax, (title, picture) in zip(axes, panels):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=7, frameon=False,
+               handlelength=1.2, columnspacing=1.0)
+    fig.tight_layout(pad=0.3, rect=(0, legend_h / fig.get_figheight(), 1, 1))
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())

@@ -33,11 +33,9 @@ import argparse
 import csv
 import datetime
 import math
-import multiprocessing as mp
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,62 +43,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness  # noqa: E402
+from benchmarks.runner import Runner  # noqa: E402
 
 MIB = 2**20
 CLAIM_OPERATORS = ["non_local", "criss_cross_r1", "criss_cross_r2"]
 
 
 # --- running measurements ------------------------------------------------------------------------
-
-
-class Runner:
-    """Runs ``harness.measure(spec)`` in a fresh process per call (or in this process)."""
-
-    def __init__(self, fresh_process: bool = True, timeout: float = 900.0) -> None:
-        self.fresh_process = fresh_process
-        self.timeout = timeout
-        if fresh_process:
-            # The fork server imports torch, lit_seg and the seeds once and never computes
-            # anything, so every measurement process starts with a clean allocator and no
-            # OpenMP state, without paying the imports again.
-            paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-            os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-            self.ctx = mp.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["benchmarks.harness"])
-
-    def __call__(self, spec: dict) -> dict:
-        load = os.getloadavg()[0]
-        start = time.monotonic()
-        if not self.fresh_process:
-            import torch
-
-            threads = torch.get_num_threads()
-            try:
-                result = harness.measure(spec)
-            except Exception as error:  # noqa: BLE001 (reported in the table)
-                result = {"error": f"{type(error).__name__}: {error}"[:500]}
-            finally:  # the measurement's global settings, back to this process's (torch's defaults)
-                torch.set_num_threads(threads)
-                torch.set_flush_denormal(False)
-        else:
-            receiver, sender = self.ctx.Pipe(duplex=False)
-            process = self.ctx.Process(target=harness.child_main, args=(spec, sender))
-            process.start()
-            sender.close()
-            if receiver.poll(self.timeout):
-                try:
-                    result = receiver.recv()
-                except EOFError:
-                    result = None
-            else:
-                process.kill()
-                result = {"error": f"timeout after {self.timeout:.0f} s"}
-            process.join()
-            if result is None:
-                result = {"error": f"measurement process died (exit code {process.exitcode}; -9: out of memory?)"}
-        result["load1"] = round(load, 2)
-        result["wall_s"] = round(time.monotonic() - start, 1)
-        return result
 
 
 def _progress(spec: dict, result: dict) -> None:

@@ -51,3 +51,12 @@ def ccnet_run(tmp_path_factory) -> Path:
     assert done.returncode == 0, done.stderr[-3000:]
     (folder,) = (cwd / "runs" / "ccnet_r2").iterdir()
     return folder
+
+
+@pytest.fixture(scope="session")
+def fault_runs(tmp_path_factory) -> dict:
+    """Short fits stopped, resumed, diverged or out of disk on purpose, and their references
+    (tests/fault_runs.py), run once for the resume, determinism and fault-tolerance tests."""
+    from tests.fault_runs import run_fault_fits
+
+    return run_fault_fits(tmp_path_factory.mktemp("faults"))

@@ -65,3 +65,17 @@ def test_weights_file_of_another_model_is_a_clear_error(tmp_path):
         build_encoder("resnet18", weights=str(path))
     with pytest.raises(ConfigError, match="not found"):
         build_encoder("resnet18", weights=str(tmp_path / "missing.pth"))
+
+
+def test_stages_cut_by_depth_hold_no_weights_and_full_weights_still_load(tmp_path):
+    full = build_encoder("resnet18", depth=5)
+    cut = build_encoder("resnet18", depth=3)
+    assert not hasattr(cut, "layer3") and not hasattr(cut, "layer4")
+    used = sum(p.numel() for name, p in full.named_parameters() if not name.startswith(("layer3", "layer4")))
+    assert sum(p.numel() for p in cut.parameters()) == used
+    # A whole ResNet-18's weights (as saved from the full encoder) load into the cut one.
+    save_file(full.state_dict(), tmp_path / "resnet18.safetensors")
+    loaded = build_encoder("resnet18", weights=str(tmp_path / "resnet18.safetensors"), depth=3)
+    torch.testing.assert_close(loaded.layer2[0].conv1.weight, full.layer2[0].conv1.weight)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded.eval()(x)[-1], full.eval()(x)[3])

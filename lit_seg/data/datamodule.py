@@ -3,13 +3,29 @@
 from typing import Literal
 
 import lightning.pytorch as pl
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lit_seg.data.datasets import SegmentationDataset, build_dataset
+from lit_seg.data.loader import ResumableLoader, mix_seed, training_seed
 from lit_seg.data.synthetic import ContextCueDataset
 from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from lit_seg.errors import ConfigError
+
+
+def _check_loader_args(batch_size: int, num_workers: int) -> None:
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size} (data.init_args.batch_size)")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {num_workers} (data.init_args.num_workers)")
+
+
+def _eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    # Its own generator: iterating it draws nothing from the global RNG (see lit_seg.data.loader).
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(0))
 
 
 class _Normalized(Dataset):
@@ -56,8 +72,13 @@ class SyntheticDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        _check_loader_args(batch_size, num_workers)
+        if train_size < batch_size:
+            raise ConfigError(f"train_size {train_size} is smaller than batch_size {batch_size}: not one full training "
+                              f"batch; raise data.init_args.train_size or lower data.init_args.batch_size")
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
         normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         make = lambda length, stream: _Normalized(  # noqa: E731
             ContextCueDataset(length, tuple(image_size), num_colors, margin=margin, seed=seed * 3 + stream, cue=cue),
@@ -66,12 +87,13 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.class_names = self.splits["train"].dataset.class_names
         self.num_classes = len(self.class_names)
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def _loader(self, split: str) -> DataLoader:
+        return _eval_loader(self.splits[split], self.batch_size, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # Order from (training seed, data seed, epoch); resumes mid-epoch (lit_seg.data.loader).
+        return ResumableLoader(self.splits["train"], self.batch_size, seed=mix_seed(training_seed(), self.seed),
+                               num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -116,6 +138,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        _check_loader_args(batch_size, num_workers)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.splits: dict[str, SegmentationDataset] = {"val": build_dataset(dataset, root, val_split, eval_transform())}
@@ -135,14 +158,18 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.splits["test"] = (self.splits["val"] if hp.test_split == hp.val_split
                                    else build_dataset(hp.dataset, hp.root, hp.test_split, eval_transform()))
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
         if split not in self.splits:  # used outside a Trainer
             self.setup({"train": "fit", "test": "test"}[split])
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return _eval_loader(self.splits[split], batch_size, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        # Order from (training seed, epoch), each crop/flip/colour draw from (seed, epoch, index):
+        # the same in any worker and after a mid-epoch resume (lit_seg.data.loader).
+        if "train" not in self.splits:  # used outside a Trainer
+            self.setup("fit")
+        return ResumableLoader(self.splits["train"], self.batch_size, seed=training_seed(),
+                               num_workers=self.num_workers, sample_seeds=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", 1)

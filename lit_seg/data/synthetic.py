@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lit_seg.errors import ConfigError
+
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
     "green": (0.10, 0.80, 0.15),
@@ -65,7 +67,10 @@ class ContextCueDataset(Dataset):
         cue: Literal["stripe", "beacon"] = "stripe",
     ) -> None:
         if not 1 <= num_colors <= len(PALETTE):
-            raise ValueError(f"num_colors must be in 1..{len(PALETTE)}, got {num_colors}")
+            raise ConfigError(f"num_colors must be in 1..{len(PALETTE)}, got {num_colors}")
+        if min(image_size) <= 2 * object_radius[1] or min(image_size) < beacon_size:
+            raise ConfigError(f"image_size {tuple(image_size)} is too small for objects of radius up to "
+                              f"{object_radius[1]} px: use at least {2 * object_radius[1] + 1} px a side")
         self.length = length
         self.height, self.width = image_size
         self.colors = list(PALETTE)[:num_colors]

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from lit_seg.models.attention.functional import query_positions
+from lit_seg.models.attention.functional import autocast_inputs, query_positions
 
 
 class CrissCrossAttention(nn.Module):
@@ -72,7 +72,7 @@ def criss_cross_residual(x: Tensor, gamma: Tensor, weights: Tensor, value: Tenso
     The same as ``gamma * (einsum("bijk,bckj->bcij", column, v) + einsum("bijk,bcik->bcij", row, v)) + x``,
     written for the CPU's memory traffic (see ``_CrissCrossResidual``).
     """
-    return _CrissCrossResidual.apply(x, gamma, weights, value)
+    return _CrissCrossResidual.apply(*autocast_inputs(x, gamma, weights, value))
 
 
 class _CrissCrossResidual(torch.autograd.Function):

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from lit_seg.models.attention.functional import query_positions, softmax_attention
+from lit_seg.models.attention.functional import autocast_inputs, query_positions, softmax_attention
 
 
 class PositionAttention(nn.Module):
@@ -66,7 +66,9 @@ class ChannelAttention(nn.Module):
         return torch.softmax(energy.amax(dim=-1, keepdim=True) - energy, dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _ChannelAttentionResidual.apply(x, self.beta)
+        # In float32 under autocast: the energies A A^T are sums over all N positions (of order
+        # N), and bf16's 8-bit mantissa would leave errors far above the softmax's scale.
+        return _ChannelAttentionResidual.apply(*autocast_inputs(x, self.beta, dtype=torch.float32))
 
 
 class _ChannelAttentionResidual(torch.autograd.Function):

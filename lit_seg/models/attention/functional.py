@@ -36,6 +36,23 @@ CHUNK_ELEMENTS = 1 << 21
 MIN_ROWS = 32
 
 
+def autocast_inputs(*tensors: Tensor | None, dtype: torch.dtype | None = None) -> tuple[Tensor | None, ...]:
+    """Floating inputs of a custom autograd Function, cast to the autocast dtype when autocast is on.
+
+    Under autocast the inputs arrive in mixed dtypes (convs give bf16/fp16, softmax float32), and
+    a Function's backward runs outside autocast: bmm with ``out=`` or between a bf16 and a
+    float32 operand then fails. Casting once at the entry runs the Function as the built-in
+    matrix products would run (in the low-precision dtype) and gives its backward one dtype.
+    ``dtype`` overrides the autocast dtype (float32 for sums that low precision would ruin).
+    Outside autocast the tensors are returned unchanged.
+    """
+    device = next((t.device.type for t in tensors if t is not None), "cpu")
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = dtype or torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors)
+
+
 def _tokens(x: Tensor) -> Tensor:
     """(B, C, N) -> contiguous (B, 1, N, C), the layout of the fused kernel."""
     return x.transpose(1, 2).unsqueeze(1).contiguous()
@@ -52,7 +69,7 @@ def softmax_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) -
         # non-local block's time at C=512, 64x64).
         return out.squeeze(1).transpose(1, 2).contiguous()
     rows = max(MIN_ROWS, CHUNK_ELEMENTS // max(1, query.shape[0] * key.shape[2]))
-    return _ChunkedSoftmaxAttention.apply(query, key, value, float(scale), rows)
+    return _ChunkedSoftmaxAttention.apply(*autocast_inputs(query, key, value), float(scale), rows)
 
 
 class _ChunkedSoftmaxAttention(torch.autograd.Function):
@@ -114,6 +131,8 @@ def conv1x1_tokens(x: Tensor, *convs: torch.nn.Conv2d) -> tuple[Tensor, ...]:
     """
     weights = [conv.weight.flatten(1) for conv in convs]
     biases = [conv.bias for conv in convs]
+    x, *weights = autocast_inputs(x, *weights)
+    biases = autocast_inputs(*biases)
     return _TokenProjections.apply(x.flatten(2), len(convs), *weights, *biases)
 
 

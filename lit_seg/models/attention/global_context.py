@@ -8,6 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from lit_seg.errors import ConfigError
+from lit_seg.models.attention.functional import autocast_inputs
+
 GCPooling = Literal["att", "avg"]
 GCFusion = Literal["add", "mul"]
 
@@ -47,10 +50,10 @@ class GlobalContextBlock(nn.Module):
     ) -> None:
         super().__init__()
         if pooling not in get_args(GCPooling):
-            raise ValueError(f"pooling must be one of {get_args(GCPooling)}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {get_args(GCPooling)}, got {pooling!r}")
         fusion = tuple(fusion)
         if not fusion or len(set(fusion)) != len(fusion) or not set(fusion) <= set(get_args(GCFusion)):
-            raise ValueError(f"fusion must be a non-empty subset of {get_args(GCFusion)}, got {fusion!r}")
+            raise ConfigError(f"fusion must be a non-empty subset of {get_args(GCFusion)}, got {fusion!r}")
         self.pooling = pooling
         self.fusion = fusion
         self.planes = max(int(in_channels * ratio), 1)
@@ -75,7 +78,7 @@ class GlobalContextBlock(nn.Module):
         if self.pooling == "avg":
             return x.mean(dim=(2, 3), keepdim=True)
         weight = self.conv_mask.weight.flatten()  # (C,)
-        return _AttentionPool.apply(x.flatten(2), weight, self.conv_mask.bias).unsqueeze(-1)
+        return _AttentionPool.apply(*autocast_inputs(x.flatten(2), weight, self.conv_mask.bias)).unsqueeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         context = self.spatial_pool(x)

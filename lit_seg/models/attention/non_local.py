@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.attention.functional import (
     conv1x1_tokens,
     query_positions,
@@ -53,7 +54,7 @@ class NonLocal2d(nn.Module):
     ) -> None:
         super().__init__()
         if mode not in get_args(NonLocalMode):
-            raise ValueError(f"mode must be one of {get_args(NonLocalMode)}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {get_args(NonLocalMode)}, got {mode!r}")
         self.mode = mode
         self.use_scale = use_scale
         self.sub_sample = sub_sample

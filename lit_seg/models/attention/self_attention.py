@@ -4,6 +4,7 @@ arXiv:1809.00916), the ``_SelfAttentionBlock`` of the official code."""
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.attention.functional import (
     conv1x1_tokens,
     query_positions,
@@ -36,7 +37,7 @@ class SelfAttention2d(nn.Module):
     ) -> None:
         super().__init__()
         if scale < 1:
-            raise ValueError(f"scale must be >= 1, got {scale}")
+            raise ConfigError(f"scale must be >= 1, got {scale}")
         self.scale = scale
         self.key_channels = key_channels
         self.value_channels = value_channels

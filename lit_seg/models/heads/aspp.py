@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.heads.base import DecodeHead
 from lit_seg.models.layers import ConvNormAct
 
@@ -37,7 +38,7 @@ class ASPPHead(DecodeHead):
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if not dilations or min(dilations) < 1:
-            raise ValueError(f"ASPPHead: dilations must be positive integers, got {dilations}")
+            raise ConfigError(f"ASPPHead: dilations must be positive integers, got {dilations}")
         self.dilations = tuple(dilations)
         self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvNormAct(self.in_channels, channels, 1))
         self.branches = nn.ModuleList(

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.attention import CrissCrossAttention
 from lit_seg.models.heads.base import DecodeHead
 from lit_seg.models.layers import ConvNormAct
@@ -32,7 +33,7 @@ class CCHead(DecodeHead):
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if recurrence < 1:
-            raise ValueError(f"CCHead: recurrence must be >= 1, got {recurrence}")
+            raise ConfigError(f"CCHead: recurrence must be >= 1, got {recurrence}")
         self.recurrence = recurrence
         self.conv_in = ConvNormAct(self.in_channels, channels)
         self.attention = CrissCrossAttention(channels, reduction)

@@ -6,6 +6,7 @@ from typing import Literal, get_args
 
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.attention import ChannelAttention, PositionAttention
 from lit_seg.models.heads.base import DecodeHead
 from lit_seg.models.layers import ConvNormAct
@@ -43,7 +44,7 @@ class DAHead(DecodeHead):
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if branches not in get_args(DABranches):
-            raise ValueError(f"DAHead: branches must be one of {get_args(DABranches)}, got {branches!r}")
+            raise ConfigError(f"DAHead: branches must be one of {get_args(DABranches)}, got {branches!r}")
         self.branches = branches
         self.pam_weight = pam_weight
         self.cam_weight = cam_weight

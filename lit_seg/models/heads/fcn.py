@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.heads.base import DecodeHead
 from lit_seg.models.layers import ConvNormAct
 
@@ -30,7 +31,7 @@ class FCNHead(DecodeHead):
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if num_convs < 1:
-            raise ValueError(f"FCNHead: num_convs must be >= 1, got {num_convs}")
+            raise ConfigError(f"FCNHead: num_convs must be >= 1, got {num_convs}")
         widths = [self.in_channels] + [channels] * num_convs
         self.convs = nn.Sequential(
             *(ConvNormAct(a, b, kernel_size, dilation) for a, b in zip(widths[:-1], widths[1:]))

@@ -7,6 +7,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.attention import SelfAttention2d
 from lit_seg.models.attention.functional import query_positions, softmax_attention
 from lit_seg.models.heads.base import DecodeHead
@@ -159,9 +160,9 @@ class OCHead(DecodeHead):
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if mode not in get_args(OCMode):
-            raise ValueError(f"OCHead: mode must be one of {get_args(OCMode)}, got {mode!r}")
+            raise ConfigError(f"OCHead: mode must be one of {get_args(OCMode)}, got {mode!r}")
         if mode == "pyramid" and scale not in (None, 1):
-            raise ValueError(f"OCHead: Pyramid-OC attends within regions at full resolution; scale must be 1, got {scale}")
+            raise ConfigError(f"OCHead: Pyramid-OC attends within regions at full resolution; scale must be 1, got {scale}")
         self.mode = mode
         key_channels = key_channels or max(channels // 2, 1)
         value_channels = value_channels or (max(channels // 2, 1) if mode == "base" else channels)
@@ -172,7 +173,7 @@ class OCHead(DecodeHead):
             self.fuse = ConvNormAct(2 * channels, channels, 1)
         elif mode == "pyramid":
             if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
-                raise ValueError(f"OCHead: sizes must be distinct positive integers, got {sizes}")
+                raise ConfigError(f"OCHead: sizes must be distinct positive integers, got {sizes}")
             self.sizes = tuple(sizes)
             self.conv_in = ConvNormAct(self.in_channels, channels)
             self.stages = nn.ModuleList(
@@ -181,7 +182,7 @@ class OCHead(DecodeHead):
             self.fuse = ConvNormAct(2 * len(self.sizes) * channels, channels, 1)
         else:
             if not dilations or min(dilations) < 1:
-                raise ValueError(f"OCHead: dilations must be positive integers, got {dilations}")
+                raise ConfigError(f"OCHead: dilations must be positive integers, got {dilations}")
             self.dilations = tuple(dilations)
             self.conv_in = ConvNormAct(self.in_channels, channels)
             self.attention = SelfAttention2d(channels, key_channels, value_channels, channels, scale)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.heads.base import DecodeHead
 from lit_seg.models.layers import ConvNormAct
 
@@ -34,7 +35,7 @@ class PSPHead(DecodeHead):
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if not pool_scales or min(pool_scales) < 1:
-            raise ValueError(f"PSPHead: pool_scales must be positive integers, got {pool_scales}")
+            raise ConfigError(f"PSPHead: pool_scales must be positive integers, got {pool_scales}")
         self.pool_scales = tuple(pool_scales)
         self.stages = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvNormAct(self.in_channels, channels, 1))

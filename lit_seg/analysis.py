@@ -1,0 +1,401 @@
+"""Load an ablation's runs into one table and summarise it (used by notebooks/ablation_analysis.ipynb).
+
+One row per run, with the columns ``scripts/ablate.py`` writes to ``results/<ablation>.csv``
+(:data:`COLUMNS`, plus one ``IoU/<class>`` column per class). :func:`load_csv` reads such files;
+:func:`load_wandb` builds the same table from the W&B runs of a group. The other functions turn
+it into what the notebook shows: mean ± std over seeds per experiment (:func:`summarize`,
+:func:`format_table`, :func:`compare`), per-class IoU (:func:`per_class`), the CCNet recurrence
+curve (:func:`ccnet_curve`) and one attention-map image per experiment (:func:`attention_gallery`).
+
+Only pandas and numpy: no torch, so importing this is quick.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+IOU_PREFIX = "IoU/"
+METRIC = "val_mIoU_best"
+
+# The contract with scripts/ablate.py: the columns of results/<ablation>.csv, in order (the
+# per-class ``IoU/<class>`` columns come after val_pixel_acc_final).
+COLUMNS = [
+    "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
+    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final",
+    "params", "head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
+    "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder",
+]
+TEXT_COLUMNS = ["ablation", "experiment", "head", "head_options", "overrides", "status", "wandb_run_id",
+                "wandb_group", "run_folder"]
+INT_COLUMNS = ["recurrence", "seed", "steps", "params", "head_params"]
+COST_COLUMNS = ["head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
+COST_LABELS = {
+    "params": "params",
+    "head_params": "head params",
+    "head_gflops": "head GFLOPs (fwd)",
+    "head_fwd_ms": "head fwd (ms)",
+    "head_fwdbwd_ms": "head fwd+bwd (ms)",
+    "head_peak_mib": "head peak memory (MiB)",
+}
+
+# The built-in experiments, in the README's order (families together, baselines first).
+EXPERIMENT_ORDER = [
+    "fcn", "psp", "aspp", "nonlocal", "nonlocal_dot", "oc_base", "oc_pyramid", "oc_asp",
+    "danet", "danet_pam", "danet_cam", "ccnet_r1", "ccnet_r2", "ccnet_r3", "gc", "gc_backbone",
+]
+
+_ATTENTION_FILE = re.compile(r"epoch(\d+)_(\d+)\.png$")
+
+
+# --------------------------------------------------------------------------------------- loading
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """The run table in the contract's shape, whatever subset of the columns ``df`` has.
+
+    Missing contract columns are added (empty), numbers are parsed (``""`` becomes NaN), integer
+    columns become nullable integers, a missing ``status`` means ``finished``, and columns are
+    ordered: the contract's first, then ``IoU/<class>``, then any others.
+    """
+    df = df.copy()
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = pd.NA
+    for column in df.columns:
+        if column in TEXT_COLUMNS:
+            df[column] = df[column].astype("string")
+        elif column in INT_COLUMNS:
+            values = pd.to_numeric(df[column], errors="coerce")
+            whole = values.dropna()
+            df[column] = values.round().astype("Int64") if (whole == whole.round()).all() else values
+        elif column not in COLUMNS and not column.startswith(IOU_PREFIX):
+            continue  # an extra column: left as read
+        else:
+            df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    df["status"] = df["status"].fillna("finished").str.strip().str.lower()
+    missing_recurrence = df["recurrence"].isna()
+    if missing_recurrence.any():
+        df.loc[missing_recurrence, "recurrence"] = [
+            _recurrence(e, o) for e, o in zip(df.loc[missing_recurrence, "experiment"],
+                                              df.loc[missing_recurrence, "head_options"])]
+    iou = [c for c in df.columns if c.startswith(IOU_PREFIX)]
+    extra = [c for c in df.columns if c not in COLUMNS and c not in iou]
+    return df[COLUMNS[:11] + iou + COLUMNS[11:] + extra].reset_index(drop=True)
+
+
+def _recurrence(experiment: Any, head_options: Any) -> Any:
+    """R from ``recurrence=R`` in the head options or a ``ccnet_rR`` experiment name."""
+    for text, pattern in ((head_options, r"(?:^|\s)recurrence=(\d+)"), (experiment, r"^ccnet_r(\d+)$")):
+        if isinstance(text, str) and (match := re.search(pattern, text)):
+            return int(match.group(1))
+    return pd.NA
+
+
+def load_csv(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """The runs in one or several ``results/<ablation>.csv`` files (paths or glob patterns)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[str] = []
+    for pattern in map(str, paths):
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches or not Path(matches[0]).is_file():
+            raise FileNotFoundError(
+                f"no results CSV at {pattern}: run an ablation first (scripts/ablate.py) or point "
+                f"RESULTS_CSV at one")
+        files += matches
+    frames = [pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]) for f in files]
+    return normalize(pd.concat(frames, ignore_index=True))
+
+
+def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = None) -> pd.DataFrame:
+    """The runs of W&B group ``group`` in project ``path`` (``entity/project``), as :func:`load_csv` gives them.
+
+    ``api`` is a ``wandb.Api()`` (or anything with its ``runs(path, filters)``). Config keys are
+    the flattened ones the CLI logs (``experiment``, ``seed_everything``, ``model.head.class_path``,
+    ``model.head.init_args.*``); metrics come from the summary (last logged values), and from the
+    history where the summary lacks them. Per-class IoU is the last validation's, like the CSV's.
+    With ``runs_root``, ``run_folder`` is the local ``runs/<experiment>/<time>-<run id>`` folder
+    when there is one (for the attention maps).
+    """
+    rows = []
+    for run in api.runs(path, filters={"group": group}):
+        config = dict(run.config or {})
+        summary = run.summary
+        keys = list(summary.keys())
+        tags = list(getattr(run, "tags", None) or [])
+        head_path = config.get("model.head.class_path") or ""
+        init_prefix = "model.head.init_args."
+        init_args = {k[len(init_prefix):]: v for k, v in config.items() if k.startswith(init_prefix)}
+        experiment = config.get("experiment") or (tags[0] if tags else None) or run.name
+        row: dict[str, Any] = {
+            "ablation": group,
+            "experiment": experiment,
+            "head": head_path.rsplit(".", 1)[-1] or (tags[1] if len(tags) > 1 else None),
+            "head_options": " ".join(f"{k}={v}" for k, v in init_args.items() if v is not None
+                                     and not isinstance(v, (dict, list))),
+            "recurrence": init_args.get("recurrence"),
+            "seed": config.get("seed_everything"),
+            "overrides": "",
+            "status": _status(getattr(run, "state", "finished")),
+            "val_mIoU_best": _number(summary.get("val/mIoU_best")),
+            "val_mIoU_final": _number(summary.get("val/mIoU")),
+            "val_pixel_acc_final": _number(summary.get("val/pixel_acc")),
+            "steps": _number(summary.get("trainer/global_step")),
+            "wall_s": _number(summary.get("_runtime")),
+            "wandb_run_id": run.id,
+            "wandb_group": getattr(run, "group", None) or group,
+            "run_folder": _local_run_folder(runs_root, experiment, run.id),
+        }
+        for column in ["params", *COST_COLUMNS]:
+            row[column] = _number(summary.get(column))
+        for key in keys:
+            if key.startswith("val/" + IOU_PREFIX):
+                row[key[len("val/"):]] = _number(summary.get(key))
+        if math.isnan(row["val_mIoU_best"]) or not any(k.startswith(IOU_PREFIX) for k in row):
+            _fill_from_history(row, run)
+        rows.append(row)
+    if not rows:
+        raise LookupError(f"no W&B runs in {path} with group {group!r}")
+    return normalize(pd.DataFrame(rows))
+
+
+def _status(state: Any) -> str:
+    state = str(state or "").lower()
+    return state if state in ("finished", "running", "pending") else "failed"
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _local_run_folder(runs_root: str | Path | None, experiment: Any, run_id: str) -> str | None:
+    if runs_root is None:
+        return None
+    root = Path(runs_root)
+    found = sorted(root.glob(f"runs/{glob.escape(str(experiment))}/*-{glob.escape(run_id)}"))
+    found = found or sorted(root.glob(f"runs/*/*-{glob.escape(run_id)}"))
+    return found[0].relative_to(root).as_posix() if found else None
+
+
+def _fill_from_history(row: dict[str, Any], run: Any) -> None:
+    history = run.history(samples=10_000, pandas=True)
+    if history is None or len(history) == 0 or "val/mIoU" not in history:
+        return
+    miou = pd.to_numeric(history["val/mIoU"], errors="coerce").dropna()
+    if len(miou) and math.isnan(row["val_mIoU_best"]):
+        row["val_mIoU_best"] = float(miou.max())
+    if len(miou) and math.isnan(row["val_mIoU_final"]):
+        row["val_mIoU_final"] = float(miou.iloc[-1])
+    for key in history.columns:
+        if key.startswith("val/" + IOU_PREFIX) and key[len("val/"):] not in row:
+            values = pd.to_numeric(history[key], errors="coerce").dropna()
+            row[key[len("val/"):]] = float(values.iloc[-1]) if len(values) else math.nan
+
+
+# ----------------------------------------------------------------------------------- summarising
+
+
+def order_experiments(names: Iterable[str]) -> list[str]:
+    """Experiment names in the README's order, unknown ones after, alphabetically."""
+    names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
+    known = [n for n in EXPERIMENT_ORDER if n in names]
+    return known + sorted(n for n in names if n not in EXPERIMENT_ORDER)
+
+
+def finished(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """The runs that count: finished, with a value for ``metric``."""
+    return df[(df["status"] == "finished") & df[metric].notna()]
+
+
+def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
+    """``0.908 ± 0.001``; ``0.908`` alone for a single run, ``–`` for none."""
+    if mean is None or pd.isna(mean):
+        return "–"
+    if std is None or pd.isna(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summarize(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """One row per experiment: ``mean`` and ``std`` (sample std, ddof=1) of ``metric`` over its
+    finished runs, ``n`` of them, ``failed`` (runs that did not finish), the head and the mean of
+    each cost column. Experiments whose runs all failed stay in, with ``n`` = 0.
+    """
+    rows = []
+    for experiment in order_experiments(df["experiment"]):
+        runs = df[df["experiment"] == experiment]
+        done = finished(runs, metric)
+        values = done[metric].astype(float)
+        row = {
+            "experiment": experiment,
+            "head": _first(runs["head"]),
+            "n": len(values),
+            "failed": int((runs["status"] != "finished").sum()),
+            "mean": values.mean() if len(values) else math.nan,
+            "std": values.std(ddof=1) if len(values) > 1 else math.nan,
+            "seeds": " ".join(str(s) for s in done["seed"].dropna().tolist()),
+        }
+        if "val_mIoU_final" in df and metric != "val_mIoU_final":
+            row["final_mean"] = done["val_mIoU_final"].mean() if len(done) else math.nan
+        costs = done if len(done) else runs
+        for column in ["params", *COST_COLUMNS]:
+            row[column] = pd.to_numeric(costs[column], errors="coerce").astype(float).mean()
+        rows.append(row)
+    columns = ["experiment", "head", "n", "failed", "mean", "std", "seeds", "final_mean", "params", *COST_COLUMNS]
+    out = pd.DataFrame(rows, columns=columns).set_index("experiment")
+    return out.drop(columns=[c for c in ["final_mean"] if out[c].isna().all()])
+
+
+def _first(values: pd.Series) -> Any:
+    values = values.dropna()
+    return values.iloc[0] if len(values) else None
+
+
+def format_table(summary: pd.DataFrame, metric: str = METRIC, digits: int = 3) -> pd.DataFrame:
+    """:func:`summarize`'s table for reading: ``mean ± std`` as text, costs rounded, empty cost columns dropped."""
+    label = metric.replace("val_", "")
+    table = pd.DataFrame(index=summary.index)
+    table["head"] = summary["head"].fillna("")
+    table[f"{label} (mean ± std)"] = [format_mean_std(m, s, digits) for m, s in zip(summary["mean"], summary["std"])]
+    table["n"] = summary["n"].astype(int)
+    if summary["failed"].any():
+        table["failed"] = summary["failed"].astype(int)
+    if "final_mean" in summary:
+        table["final mIoU (mean)"] = summary["final_mean"].map(lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
+    _add_costs(table, summary, ["params", *COST_COLUMNS])
+    return table
+
+
+_COST_FORMATS = {"params": "{:,.0f}", "head_params": "{:,.0f}", "head_gflops": "{:.4f}", "head_fwd_ms": "{:.2f}",
+                 "head_fwdbwd_ms": "{:.2f}", "head_peak_mib": "{:.1f}"}
+
+
+def _add_costs(table: pd.DataFrame, summary: pd.DataFrame, columns: Sequence[str]) -> None:
+    """The cost columns that have values, as text (``–`` where one is missing)."""
+    for column in columns:
+        if column in summary and summary[column].notna().any():
+            fmt = _COST_FORMATS.get(column, "{:.3g}")
+            label = COST_LABELS.get(column, column)
+            table[label] = ["–" if pd.isna(v) else fmt.format(v) for v in summary[column]]
+
+
+def compare(summary: pd.DataFrame, experiments: Sequence[str], baseline: str | None = None,
+            columns: Sequence[str] = ("head_gflops", "head_fwdbwd_ms", "head_peak_mib"), digits: int = 3,
+            ) -> pd.DataFrame:
+    """The rows of ``experiments`` that are in ``summary`` (mean ± std and costs), and, when
+    ``baseline`` is among them, each one's difference from it: ``Δ`` of the means and Welch's
+    ``t`` = Δ / sqrt(s₁²/n₁ + s₂²/n₂) (NaN with fewer than 2 runs on either side).
+    """
+    present = [e for e in experiments if e in summary.index]
+    rows = summary.loc[present]
+    table = pd.DataFrame(index=rows.index)
+    table["mIoU (mean ± std)"] = [format_mean_std(m, s, digits) for m, s in zip(rows["mean"], rows["std"])]
+    table["n"] = rows["n"].astype(int)
+    if baseline in rows.index:
+        base = rows.loc[baseline]
+        delta = rows["mean"] - base["mean"]
+        noise = np.sqrt(rows["std"] ** 2 / rows["n"].clip(lower=1) + base["std"] ** 2 / max(int(base["n"]), 1))
+        is_base = rows.index == baseline
+        delta_text = delta.map(lambda v: "–" if pd.isna(v) else f"{v:+.{digits}f}")
+        table[f"Δ vs {baseline}"] = delta_text.where(~is_base, "")
+        t = (delta / noise).where(~is_base)
+        table["t"] = t.map(lambda v: "" if pd.isna(v) else f"{v:+.1f}")
+    _add_costs(table, rows, columns)
+    return table
+
+
+def per_class(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Experiments × classes: the final per-class IoU, mean over the finished runs."""
+    done = finished(df, metric)
+    columns = [c for c in df.columns if c.startswith(IOU_PREFIX) and df[c].notna().any()]
+    if not columns or done.empty:
+        return pd.DataFrame()
+    table = done.groupby("experiment")[columns].mean()
+    table = table.loc[order_experiments(table.index)]
+    table.columns = [c[len(IOU_PREFIX):] for c in columns]
+    return table
+
+
+def ccnet_curve(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """The CCNet rows by recurrence R: ``n``, ``mean``, ``std`` of ``metric`` and the mean costs.
+
+    CCNet rows are those with a recurrence (CCHead, or a ``ccnet_rR`` experiment). Empty when
+    the ablation has none.
+    """
+    is_cc = (df["head"] == "CCHead").fillna(False) | df["experiment"].str.match(r"^ccnet_r\d+$").fillna(False)
+    runs = df[is_cc & df["recurrence"].notna()]
+    done = finished(runs, metric)
+    rows = []
+    for r in sorted(runs["recurrence"].dropna().astype(int).unique()):
+        values = done.loc[done["recurrence"] == r, metric].astype(float)
+        costs = done[done["recurrence"] == r] if len(values) else runs[runs["recurrence"] == r]
+        row = {"R": r, "experiments": " ".join(order_experiments(costs["experiment"])), "n": len(values),
+               "mean": values.mean() if len(values) else math.nan,
+               "std": values.std(ddof=1) if len(values) > 1 else math.nan}
+        for column in COST_COLUMNS:
+            row[column] = pd.to_numeric(costs[column], errors="coerce").astype(float).mean()
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["R", "experiments", "n", "mean", "std", *COST_COLUMNS]).set_index("R")
+
+
+# ------------------------------------------------------------------------------ attention maps
+
+
+def latest_attention_image(run_folder: str | Path) -> tuple[Path, int] | None:
+    """``(path, epoch)`` of the run's attention overlay from its last epoch (first image), or None."""
+    folder = Path(run_folder) / "attention"
+    best: tuple[int, int, Path] | None = None
+    for path in folder.glob("epoch*_*.png") if folder.is_dir() else []:
+        match = _ATTENTION_FILE.fullmatch(path.name)
+        if match:
+            key = (-int(match.group(1)), int(match.group(2)), path)
+            best = key if best is None or key[:2] < best[:2] else best
+    return (best[2], -best[0]) if best else None
+
+
+def attention_gallery(df: pd.DataFrame, runs_root: str | Path, metric: str = METRIC) -> pd.DataFrame:
+    """One attention image per experiment: from the finished run with the lowest seed that has
+    one, its latest epoch's first image. Columns ``experiment``, ``seed``, ``epoch``, ``path``
+    (experiments without attention images are left out)."""
+    rows = []
+    done = finished(df, metric)
+    for experiment in order_experiments(done["experiment"]):
+        runs = done[done["experiment"] == experiment].sort_values("seed", na_position="last")
+        for seed, folder in zip(runs["seed"], runs["run_folder"]):
+            if not isinstance(folder, str) or not folder:
+                continue
+            found = latest_attention_image(Path(runs_root) / folder)
+            if found:
+                rows.append({"experiment": experiment, "seed": seed, "epoch": found[1], "path": found[0]})
+                break
+    return pd.DataFrame(rows, columns=["experiment", "seed", "epoch", "path"])
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """The repository root: the first folder from ``start`` (default: the working directory) up
+    that holds ``pyproject.toml``, else ``start`` itself (notebooks run with ``notebooks/`` as
+    their working directory)."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def resolve(path: str | Path, root: str | Path) -> Path:
+    """``path`` as given when absolute, else relative to ``root``."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(root) / path
+

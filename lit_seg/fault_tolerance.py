@@ -1,0 +1,468 @@
+"""Nothing lost when a run is stopped, crashes or goes wrong.
+
+All of it is switched on in ``experiments/base.yaml`` (and ``experiments/cityscapes/base.yaml``):
+
+- :class:`AtomicCheckpointIO` (``trainer.plugins``): a checkpoint is written to a temporary file
+  next to it, fsynced and renamed over the old one, so ``kill -9`` or a full disk never leaves a
+  truncated ``last.ckpt`` and never costs the previous one.
+- :class:`SaveOnInterrupt`: Ctrl-C or SIGTERM (what a cluster sends before it kills) finishes the
+  current batch, writes ``last.ckpt`` and exits; ``lit-seg fit --resume <run folder>`` goes on.
+- :class:`LastCheckpoint`: ``last.ckpt`` is always the latest state (after every validation, and
+  every N steps if asked), which Lightning 2.6's ModelCheckpoint does not guarantee.
+- :class:`ResumeState`: the torch, numpy and Python random states and the train loader's position
+  go into every checkpoint and come back on resume, so a resumed run sees the same batches and
+  draws the same dropout masks as an uninterrupted one.
+- :class:`StopOnNonFiniteLoss`: a NaN or infinite loss stops the run before the step is applied,
+  naming the step and the last good checkpoint.
+- :class:`ResumableCSVLogger` (``trainer.logger``): a resumed run appends to its ``metrics.csv``.
+
+The data modules' train loaders (:mod:`lit_seg.data.loader`) save their position in the epoch, so
+a run resumed mid-epoch sees the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_seg.errors import ConfigError, RunError
+
+RESUME_HINT = "lit-seg fit --resume {run}"
+
+# The signal that stopped the last fit in this process (None: none did); the CLI exits with 128 + it.
+stopped_by: int | None = None
+
+
+class CheckpointWriteError(RunError):
+    """A checkpoint could not be written (disk full, no permission); the previous one is intact."""
+
+
+class NonFiniteLossError(RunError):
+    """The training loss became NaN or infinite; the step was not applied."""
+
+
+def run_folder(trainer: pl.Trainer) -> str:
+    """The run folder: the first logger's folder, as Lightning uses it for checkpoints (read from
+    the logger, not ``trainer.log_dir``, which is a collective call under DDP)."""
+    log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
+    return log_dir or trainer.default_root_dir
+
+
+def resume_checkpoint_path(trainer: pl.Trainer) -> str:
+    """Where the checkpoint to resume from goes: ``last.ckpt`` of the run's ModelCheckpoint."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+        return os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+    return os.path.join(run_folder(trainer), "checkpoints", "last.ckpt")
+
+
+def last_good_checkpoint(trainer: pl.Trainer) -> str | None:
+    """The newest checkpoint written so far by the run's ModelCheckpoint, if any."""
+    callback = trainer.checkpoint_callback
+    if not isinstance(callback, ModelCheckpoint):
+        return None
+    paths = [p for p in (callback.last_model_path, callback.best_model_path) if p and os.path.isfile(p)]
+    return max(paths, key=os.path.getmtime) if paths else None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in its own folder, fsyncs it and renames it into place.
+
+    Why not Lightning's writer: it stages the file in the system temp folder and moves it; when
+    that is another file system (node-local ``/tmp``, checkpoints on NFS or Lustre) the move is a
+    copy onto the destination, so a ``kill -9`` or a full disk during the copy leaves a truncated
+    ``last.ckpt`` with the previous one already overwritten. ``os.replace`` within one folder is
+    atomic: a reader sees the old file or the new one, never a part. A failed write removes its
+    temporary file and raises :class:`CheckpointWriteError`; the previous checkpoint is untouched.
+    Remote paths (``s3://`` ...) go to Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as file:
+                self._write(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            _fsync_dir(path.parent)
+            for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed with -9
+                stale.unlink(missing_ok=True)
+        except OSError as err:
+            run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path}: {err.strerror or err}; the previous checkpoint there is "
+                f"intact. Free disk space (or fix the folder's permissions), then resume with: "
+                f"{RESUME_HINT.format(run=run)}") from err
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def _write(self, checkpoint: dict[str, Any], file: Any) -> None:
+        torch.save(checkpoint, file)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable (a power cut right after could otherwise lose it).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class SaveOnInterrupt(pl.Callback):
+    """Ctrl-C or SIGTERM during ``fit``: finish the current batch, write ``last.ckpt``, stop.
+
+    Lightning turns SIGTERM into a stop at the next batch boundary (``SIGTERMException``) but
+    writes nothing, and Ctrl-C into an immediate ``KeyboardInterrupt``, possibly in the middle of
+    an optimiser step. Here both only note the signal; at the end of the batch (after its logging)
+    the run stops through Lightning's SIGTERM path and the checkpoint holds a consistent state:
+    model, optimiser, schedule, loop position, the loader's position in the epoch, the RNG states.
+    A signal during validation stops after the next training batch (a checkpoint taken in the
+    middle of a validation would resume with half of its metrics). Under DDP the ranks agree at
+    every batch end on whether any of them got a signal (one small all-reduce), and stop together;
+    Lightning's own handler instead broadcasts from inside the signal handler, which breaks when
+    the ranks get the signal at different moments. A second Ctrl-C stops at once, without a
+    checkpoint (the last one written is kept). The process exits with status 130 (Ctrl-C) or 143
+    (SIGTERM) after printing the command that resumes the run.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._say = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.signal = None
+        self._say = trainer.is_global_zero
+        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for signum in self._previous:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        if self.signal is None and self._say:
+            again = " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else ""
+            print(f"\nlit-seg: {signal.Signals(signum).name} received: stopping after this batch and saving a "
+                  f"checkpoint to resume from{again}", file=sys.stderr, flush=True)
+        self.signal = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        stop = self.signal is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            # Lightning's flag behind trainer.received_sigterm: the loop raises SIGTERMException once
+            # this batch's bookkeeping and logging are done, on every rank at the same batch.
+            trainer._signal_connector.received_sigterm = True
+
+    def _restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        global stopped_by
+        self._restore_handlers()
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
+        run = run_folder(trainer)
+        if isinstance(exception, SIGTERMException):
+            stopped_by = self.signal or signal.SIGTERM
+            path = resume_checkpoint_path(trainer)
+            callback = trainer.checkpoint_callback
+            if isinstance(callback, ModelCheckpoint):
+                callback.last_model_path = path  # part of the state, as ModelCheckpoint does for its own saves
+            trainer.save_checkpoint(path)
+            name = signal.Signals(self.signal or signal.SIGTERM).name
+            if trainer.is_global_zero:
+                print(f"lit-seg: stopped by {name} after step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                      f"saved {path}; resume with: {RESUME_HINT.format(run=run)}", file=sys.stderr, flush=True)
+        elif isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            last = last_good_checkpoint(trainer)
+            kept = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
+            print(f"lit-seg: stopped at once by Ctrl-C at step {trainer.global_step}; {kept}"
+                  + (f"; resume with: {RESUME_HINT.format(run=run)}" if last else ""), file=sys.stderr, flush=True)
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``last.ckpt`` the run's latest state: after every validation, at the end, and every
+    ``every_n_train_steps`` optimiser steps if set.
+
+    Lightning 2.6's ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only
+    when it also saves a new best: after an epoch that did not improve, ``last.ckpt`` is an older
+    state, and a run resumed from it would silently repeat epochs. With validations hours apart
+    (Cityscapes: every 4000 iterations) ``every_n_train_steps`` bounds what a ``kill -9`` or a
+    node failure costs. It writes the very file ModelCheckpoint names ``last.ckpt`` (and keeps its
+    ``last_model_path`` pointing there, so neither renames the other's file to ``last-v1.ckpt``),
+    after it (checkpoint callbacks run last, in their listed order), skipping a state ModelCheckpoint
+    has just written. Step-based, so all DDP ranks agree on when to write.
+    """
+
+    def __init__(self, every_n_train_steps: int = 0) -> None:
+        if every_n_train_steps < 0:
+            raise ConfigError(f"LastCheckpoint: every_n_train_steps must be >= 0 (0: only after validations), "
+                              f"got {every_n_train_steps}")
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step = -1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint):
+            callback.last_model_path = resume_checkpoint_path(trainer)
+        self._saved_step = trainer.global_step  # a resumed run starts from a saved state
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self._saved_step == trainer.global_step:
+            return
+        path = resume_checkpoint_path(trainer)
+        callback = trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint):
+            if callback._last_global_step_saved == trainer.global_step and callback.last_model_path == path \
+                    and os.path.isfile(path):
+                self._saved_step = trainer.global_step  # ModelCheckpoint wrote this state just now
+                return
+            callback.last_model_path = path
+        trainer.save_checkpoint(path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        n = self.every_n_train_steps
+        if n and trainer.global_step % n == 0 and not trainer.fit_loop.epoch_loop._should_accumulate():
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._model_checkpoint_saves_at_epoch_end(trainer):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._model_checkpoint_saves_at_epoch_end(trainer):
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    @staticmethod
+    def _model_checkpoint_saves_at_epoch_end(trainer: pl.Trainer) -> bool:
+        # With one validation per epoch ModelCheckpoint saves at the end of the training epoch (after
+        # the validation); saving at the same point lets this skip what it has just written.
+        callback = trainer.checkpoint_callback
+        decide = getattr(callback, "_should_save_on_train_epoch_end", None)
+        return bool(decide(trainer)) if isinstance(callback, ModelCheckpoint) and callable(decide) else False
+
+
+class ResumeState(pl.Callback):
+    """What Lightning does not restore on resume: the global random states and the train loader's
+    position in the epoch.
+
+    RNG (torch CPU and CUDA, numpy, Python): without them a resumed run draws other dropout masks
+    than the run it continues. The data loaders here never draw from the global RNG
+    (:mod:`lit_seg.data.loader`), so the state saved after step N is the one step N + 1 starts
+    from. Under DDP all ranks hold the same state (same seed, same draws): rank zero's is restored
+    on all. Kept as tensors and plain lists, which ``torch.load(weights_only=True)`` accepts.
+
+    Loader position: Lightning saves a stateful train loader's ``state_dict`` with the fit loop,
+    but Lightning 2.6 never gives it back when ``configure_optimizers`` reads
+    ``trainer.estimated_stepping_batches`` (ours does, for the poly schedule): that sets up the
+    train loader before the checkpoint is restored, and the later set-up, which would load the
+    saved position, is skipped. So the position is also saved here and handed to the loader when
+    training starts, before its first batch is drawn.
+    """
+
+    def __init__(self) -> None:
+        self._loader_state: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                      float(cached)],
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        loader = self._train_loader
+        if loader is not None:
+            state["train_loader"] = loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state_dict and torch.cuda.is_available():
+            states = state_dict["cuda"]
+            if len(states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states)
+        self._loader_state = state_dict.get("train_loader")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    @property
+    def _train_loader(self) -> Any:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return None
+        loader = trainer.train_dataloader
+        return loader if callable(getattr(loader, "state_dict", None)) else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader, state, self._loader_state = self._train_loader, self._loader_state, None
+        if state is not None and loader is not None and callable(getattr(loader, "load_state_dict", None)):
+            loader.load_state_dict(state)
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """Stops the run when the training loss is NaN or infinite, before its backward pass.
+
+    The weights and optimiser are then still those of the last finite step, nothing is saved over
+    ``last.ckpt``, and the error names the step and the last good checkpoint. Without this a
+    diverged run trains on NaN weights to the end and saves them. Under DDP a non-finite loss on
+    any rank stops all of them.
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        value = loss.detach()
+        bad = not bool(torch.isfinite(value).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        shown = value.item() if value.numel() == 1 else float("nan")
+        last = last_good_checkpoint(trainer)
+        kept = (f"last good checkpoint: {last}" if last
+                else "no checkpoint was written before it")
+        raise NonFiniteLossError(
+            f"non-finite loss ({'nan' if math.isnan(shown) else shown}) at step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); stopped before "
+            f"applying it, nothing saved over the checkpoints; {kept}. Lower the learning rate, or check the "
+            f"data (labels outside the classes?) and the loss weights")
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted.
+
+    Rows from steps at or after the first step logged now are dropped: they were written after
+    the checkpoint the run resumed from (e.g. before a ``kill -9``) and are about to be logged
+    again.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._kept: list[dict[str, str]] | None = None
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                reader = csv.DictReader(file)
+                self._kept = list(reader)
+                self.metrics_keys = list(reader.fieldnames or [])
+
+    def save(self) -> None:
+        if self._kept is not None and self.metrics:
+            first = min(int(m["step"]) for m in self.metrics)
+            kept = [row for row in self._kept if _row_step(row) < first]
+            self._kept = None
+            self._record_new_keys()
+            tmp = self.metrics_file_path + ".tmp"
+            with self._fs.open(tmp, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(tmp, self.metrics_file_path)
+        super().save()
+
+
+def _row_step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "-inf")
+    except ValueError:
+        return float("-inf")
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's :class:`~lightning.pytorch.loggers.CSVLogger` that keeps the rows of a run it resumes.
+
+    Lightning's deletes an existing ``metrics.csv`` when the logger starts (and a plain append
+    would fail on the old rows' columns); a resumed run (``lit-seg fit --resume``) writes into the
+    same folder and must keep what the interrupted part logged.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is not None:
+            return self._experiment
+        self._fs.makedirs(self.root_dir, exist_ok=True)
+        self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointWriteError",
+    "LastCheckpoint",
+    "NonFiniteLossError",
+    "ResumableCSVLogger",
+    "ResumeState",
+    "SaveOnInterrupt",
+    "StopOnNonFiniteLoss",
+    "last_good_checkpoint",
+    "resume_checkpoint_path",
+]

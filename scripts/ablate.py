@@ -1,0 +1,467 @@
+"""Run an ablation: experiments x seeds, one after another, one results row per run.
+
+    scripts/run python scripts/ablate.py experiments/ablations/ccnet_recurrence.yaml
+    scripts/run python scripts/ablate.py experiments/ablations/all_heads.yaml --seeds 0
+    scripts/run python scripts/ablate.py --name my_study --experiments 'ccnet_r*' fcn --seeds 0 1 2 \\
+        -- --trainer.max_epochs=2 --model.optimizer.init_args.lr=0.05
+
+An ablation file (``experiments/ablations/*.yaml``) names the experiments (file names or globs
+under ``experiments/``), the seeds, and command-line overrides applied to every run::
+
+    description: Does a second criss-cross step help, and at what cost?
+    experiments: [fcn, ccnet_r1, ccnet_r2, ccnet_r3]
+    seeds: [0, 1, 2]
+    overrides: [--trainer.max_epochs=2]
+
+Each run is ``python -m lit_seg fit --config <experiment> --seed_everything <seed> --group
+<ablation> <overrides>`` in its own process, its output in ``runs/ablations/<ablation>/``. After
+each run one row goes into ``results/<ablation>.csv`` (rewritten atomically): experiment, head
+and its options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, parameters,
+the head's FLOPs, latency and peak memory (measured once per experiment by the cost harness,
+benchmarks/harness.py, at the experiment's training batch), steps, wall time, W&B run id and run
+folder. Runs with a finished row are skipped, so an interrupted ablation resumes where it stopped:
+a run cut off midway (Ctrl-C, SIGTERM, kill) goes on from its last checkpoint in its own folder
+(``lit-seg fit --resume``); failed runs get a ``failed`` row and are retried next time.
+``--jobs N`` runs N at a time with cores/N threads each (results then match other runs at that
+thread count, not bit for bit the 2-thread README command: see the README on determinism).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lit_seg.cli import expand_bases  # noqa: E402
+from lit_seg.errors import ConfigError  # noqa: E402
+
+EXPERIMENTS = ROOT / "experiments"
+MIB = 2**20
+
+# The contract with notebooks/ablation_analysis (lit_seg.analysis); per-class ``IoU/<class>``
+# columns go between ``val_pixel_acc_final`` and ``params``.
+COLUMNS_BEFORE_CLASSES = [
+    "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
+    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final",
+]
+COLUMNS_AFTER_CLASSES = [
+    "params", "head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
+    "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",
+]
+COST_COLUMNS = ["head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def experiment_files(patterns: Sequence[str], root: Path = EXPERIMENTS) -> list[Path]:
+    """Experiment YAMLs for names, globs (``ccnet_*``) or paths; ``base.yaml`` files never match a glob."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            matches = [path]
+        else:
+            name = pattern if pattern.endswith((".yaml", ".yml")) else pattern + ".yaml"
+            is_glob = any(c in pattern for c in "*?[")
+            matches = sorted(p for p in root.glob(name) if not (is_glob and p.name == "base.yaml"))
+        if not matches:
+            raise ConfigError(f"no experiment matches {pattern!r} under {root} "
+                              f"(have: {', '.join(sorted(p.stem for p in root.glob('*.yaml') if p.stem != 'base'))})")
+        found += [m for m in matches if m not in found]
+    return found
+
+
+def load_ablation(path: Path) -> dict:
+    """An ablation file: ``experiments`` (required), ``seeds`` (default [0, 1, 2]), ``overrides``."""
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read ablation file {path}: {err}".replace("\n", " ")) from err
+    unknown = set(spec) - {"description", "experiments", "seeds", "overrides", "name"}
+    if unknown or not spec.get("experiments"):
+        raise ConfigError(f"ablation file {path}: needs `experiments:` (names or globs under experiments/) and may "
+                          f"set `seeds:`, `overrides:`, `description:`; unknown keys: {sorted(unknown) or 'none'}")
+    return {"name": spec.get("name", path.stem), "description": spec.get("description", ""),
+            "experiments": list(spec["experiments"]), "seeds": [int(s) for s in spec.get("seeds", [0, 1, 2])],
+            "overrides": [str(o) for o in spec.get("overrides", [])]}
+
+
+def _merged_config(experiment: Path) -> dict:
+    """The experiment's YAML with its ``_base_`` files merged (what it states, not the defaults)."""
+    merged: dict = {}
+
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict) and key != "init_args":
+                merge(into[key], value)
+            elif key == "init_args" and isinstance(value, dict) and isinstance(into.get(key), dict):
+                into[key] = {**into[key], **value}
+            else:
+                into[key] = value
+
+    for part in expand_bases(experiment):
+        # expand_bases gives file paths and, for files with a `_base_`, their own keys as YAML text.
+        text = part if "\n" in part else Path(part).read_text()
+        content = yaml.safe_load(text) or {}
+        if isinstance(content, dict):
+            # jsonargparse keeps the base's init_args that a new head class accepts (e.g. channels).
+            merge(merged, content)
+    return merged
+
+
+def describe_head(experiment: Path) -> dict:
+    """Head class, its options as stated by the experiment (``channels=64 recurrence=2``), and the
+    model options the experiment's own file adds (e.g. ``encoder_gc_stages``)."""
+    config = _merged_config(experiment)
+    model = config.get("model", {})
+    head = model.get("head", {})
+    head_class = str(head.get("class_path", "lit_seg.models.heads.FCNHead")).rsplit(".", 1)[-1]
+    options = dict(head.get("init_args") or {})
+    own = yaml.safe_load(experiment.read_text()) or {}
+    for key, value in (own.get("model") or {}).items():
+        if key != "head":
+            options[key] = value
+    text = " ".join(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, (list, dict)) else v}"
+                    for k, v in options.items())
+    recurrence = options.get("recurrence", 1 if head_class == "CCHead" else "")
+    return {"head": head_class, "head_options": text, "recurrence": recurrence}
+
+
+# --- results file --------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    classes = [c for row in rows for c in row if c.startswith("IoU/")]
+    columns = COLUMNS_BEFORE_CLASSES + list(dict.fromkeys(classes)) + COLUMNS_AFTER_CLASSES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def run_key(experiment: str, seed: int | str, overrides: str) -> tuple[str, str, str]:
+    return (experiment, str(seed), overrides)
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def measure_cost(experiment: Path, overrides: Sequence[str], runner) -> dict:
+    """The head's parameters, FLOPs, latency and peak memory at the experiment's training batch
+    (one fresh process, benchmarks/harness.py), and the whole model's forward FLOPs per image."""
+    result = runner({"kind": "experiment", "config": str(experiment), "overrides": list(overrides),
+                     "repeats": 10, "min_time": 1.0, "warmup": 3})
+    if "error" in result:
+        print(f"  cost of {experiment.stem}: not measured ({result['error']})", flush=True)
+        return {}
+    batch_flops = result["flops_fwd"]
+    return {
+        "head_params": result["params"],
+        "head_gflops": "",  # per image: filled in below from the batch's FLOPs
+        "model_gflops": round(result["model_flops_fwd"] / 1e9, 4),
+        "head_fwd_ms": round(result["fwd_ms"], 2),
+        "head_fwdbwd_ms": round(result["fwdbwd_ms"], 2),
+        "head_peak_mib": round(result["peak_fwdbwd"] / MIB, 2),
+        "_batch_gflops": batch_flops / 1e9,
+    }
+
+
+def _batch_size(experiment: Path, overrides: Sequence[str]) -> int:
+    for arg in overrides:
+        match = re.match(r"--data(?:\.init_args)?\.batch_size[= ](\d+)", arg)
+        if match:
+            return int(match.group(1))
+    data = _merged_config(experiment).get("data", {})
+    return int((data.get("init_args") or {}).get("batch_size", 16))
+
+
+def collect(run_folder: Path) -> dict:
+    """The row's results from a finished run folder's ``summary.json``."""
+    summary = json.loads((run_folder / "summary.json").read_text())
+    metrics = summary.get("metrics", {})
+    row = {
+        "val_mIoU_best": summary.get("val/mIoU_best"),
+        "val_mIoU_final": metrics.get("val/mIoU"),
+        "val_pixel_acc_final": metrics.get("val/pixel_acc"),
+        "params": summary.get("params"),
+        "steps": summary.get("global_step"),
+        "wandb_run_id": summary.get("wandb_run_id") or "",
+    }
+    row.update({k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/IoU/")})
+    return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+
+
+class Run:
+    """One ``lit_seg fit`` in its own process, output to ``log``."""
+
+    def __init__(self, experiment: Path, seed: int, ablation: str, overrides: Sequence[str], log: Path,
+                 threads: int | None = None, resume: Path | None = None) -> None:
+        self.experiment, self.seed, self.log, self.resumed = experiment, seed, log, resume
+        # An interrupted run goes on from its last checkpoint, in its own folder (lit-seg fit --resume).
+        start = ["--resume", str(resume)] if resume else ["--config", str(experiment), "--seed_everything", str(seed)]
+        command = [sys.executable, "-m", "lit_seg", "fit", *start, "--group", ablation,
+                   "--trainer.enable_progress_bar=false", *overrides]
+        env = dict(os.environ)
+        env.setdefault("WANDB_MODE", "offline")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        if threads:  # several runs side by side share the cores instead of oversubscribing them
+            env["OMP_NUM_THREADS"] = str(threads)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._out = log.open("a" if resume else "w")
+        self._out.write("$ " + " ".join(command) + "\n")
+        self._out.flush()
+        self.start = time.monotonic()
+        self.process = subprocess.Popen(command, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+
+    def poll(self) -> int | None:
+        code = self.process.poll()
+        if code is not None and not self._out.closed:
+            self.wall = time.monotonic() - self.start
+            self._out.close()
+        return code
+
+    def folder(self) -> Path | None:
+        """The run folder the CLI printed (``lit-seg: run folder <dir>``)."""
+        folder = None
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("lit-seg: run folder "):
+                folder = Path(line.removeprefix("lit-seg: run folder ").strip())
+        return folder
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.poll()
+
+
+def interrupted_run(log: Path) -> Path | None:
+    """The run folder of an earlier attempt (named in its log) that left a checkpoint to resume from."""
+    if not log.is_file():
+        return None
+    folders = [Path(line.removeprefix("lit-seg: run folder ").strip())
+               for line in log.read_text(errors="replace").splitlines() if line.startswith("lit-seg: run folder ")]
+    if not folders or not (folders[-1] / "config.yaml").is_file():
+        return None
+    folder = folders[-1]
+    # No finished row exists for it (that is why it is run again), so any checkpoint left means
+    # the attempt was cut off (Ctrl-C, SIGTERM, kill): go on from it.
+    return folder if any((folder / "checkpoints").glob("last*.ckpt")) else None
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _last_error(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or ["(no output)"])[-1][:300]
+
+
+def write_report(results: Path) -> None:
+    """results/<ablation>.md and .png from the CSV (scripts/ablation_report.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation_report", ROOT / "scripts" / "ablation_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        md, png = module.report(results)
+        print(f"ablation report: {md}, {png}", flush=True)
+    except Exception as err:  # noqa: BLE001 (the CSV is what matters; the report can be redone)
+        print(f"ablation report not written ({type(err).__name__}: {err}); "
+              f"redo it with scripts/ablation_report.py {results}", flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s [ABLATION.yaml] [options] "
+                                     "[-- FIT_ARGS...]", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__)
+    parser.add_argument("ablation", nargs="?", type=Path, help="an ablation file (experiments/ablations/*.yaml)")
+    parser.add_argument("--experiments", nargs="+", metavar="NAME_OR_GLOB",
+                        help="experiments instead of (or replacing) the file's")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds instead of the file's (default 0 1 2)")
+    parser.add_argument("--name", help="ablation name: results/<name>.csv and W&B group (default: the file's name)")
+    parser.add_argument("--results", type=Path, default=ROOT / "results", help="folder of <name>.csv")
+    parser.add_argument("--no-cost", action="store_true", help="skip the head cost measurement")
+    parser.add_argument("--remeasure-cost", action="store_true",
+                        help="measure the heads' cost again (e.g. on a quiet machine) and update the finished rows")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs side by side, each with cores/jobs threads (default 1: one run at a time)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` goes to every `lit_seg fit` (split here: argparse would give the
+    # first of them to the optional positional).
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.overrides = overrides
+    if args.ablation is None and not args.experiments:
+        parser.error("give an ablation file or --experiments")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_ablation(args.ablation) if args.ablation else {"name": None, "experiments": [], "seeds": [0, 1, 2],
+                                                                   "overrides": [], "description": ""}
+        name = args.name or spec["name"]
+        if not name:
+            raise ConfigError("name the ablation: --name <name> (results/<name>.csv, W&B group)")
+        experiments = experiment_files(args.experiments or spec["experiments"])
+    except ConfigError as err:
+        print(f"ablate: error: {err}", file=sys.stderr)
+        return 2
+    seeds = args.seeds or spec["seeds"]
+    overrides = [*spec["overrides"], *args.overrides]
+    override_text = " ".join(overrides)
+    results = args.results / f"{name}.csv"
+    rows = read_rows(results)
+    finished = {run_key(r["experiment"], r["seed"], r["overrides"]) for r in rows if r.get("status") == "finished"}
+    # Seed-major: a partly done ablation already has every experiment's first seed.
+    plan = [(e, s) for s in seeds for e in experiments]
+    todo = [(e, s) for e, s in plan if run_key(e.stem, s, override_text) not in finished]
+    print(f"ablation {name}: {len(experiments)} experiments x {len(seeds)} seeds = {len(plan)} runs, "
+          f"{len(plan) - len(todo)} already finished ({results}); overrides: {override_text or 'none'}", flush=True)
+    if args.dry_run:
+        for e, s in todo:
+            print(f"  would run {e.stem} seed {s}")
+        return 0
+    costs: dict[str, dict] = {}
+    for r in rows:  # cost already measured by an earlier (interrupted) call
+        if r.get("status") == "finished" and r.get("overrides") == override_text and r.get("head_fwdbwd_ms"):
+            costs.setdefault(r["experiment"], {k: r[k] for k in COST_COLUMNS if k in r})
+    if args.remeasure_cost:
+        costs = {}
+    # Costs first, while no run competes for the cores (latencies would be inflated).
+    if not args.no_cost:
+        from benchmarks.runner import Runner
+
+        runner = Runner(fresh_process=True, timeout=600)
+        for experiment in dict.fromkeys(e for e, _ in (plan if args.remeasure_cost else todo)):
+            if experiment.stem in costs:
+                continue
+            cost = measure_cost(experiment, overrides, runner)
+            batch_gflops = cost.pop("_batch_gflops", None)
+            if batch_gflops is not None:
+                cost["head_gflops"] = round(batch_gflops / _batch_size(experiment, overrides), 4)
+                print(f"  cost of {experiment.stem}: head {cost['head_gflops']} GFLOPs/image, fwd+bwd "
+                      f"{cost['head_fwdbwd_ms']} ms, peak {cost['head_peak_mib']} MiB", flush=True)
+            costs[experiment.stem] = cost
+    if args.remeasure_cost:
+        for r in rows:
+            if r.get("overrides") == override_text and r["experiment"] in costs:
+                r.update(costs[r["experiment"]])
+        write_rows(results, rows)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    logs = Path("runs") / "ablations" / name
+    start, walls, failures, running, queue, done = time.monotonic(), [], 0, [], list(todo), 0
+
+    def left() -> str:
+        if not walls:
+            return ""
+        per_run = sum(walls) / len(walls) / args.jobs
+        return f", about {_duration(per_run * (len(queue) + len(running)))} left"
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # SIGTERM (a cluster's, or `kill`) stops the ablation like Ctrl-C; SIGINT is set explicitly
+    # because a shell starts background jobs with it ignored.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        while queue or running:
+            while queue and len(running) < args.jobs and not (failures and args.fail_fast):
+                experiment, seed = queue.pop(0)
+                print(f"[{done + len(running) + 1}/{len(todo)}] {experiment.stem} seed {seed}: running{left()}",
+                      flush=True)
+                log = logs / f"{experiment.stem}-seed{seed}.log"
+                resume = interrupted_run(log)
+                if resume is not None:
+                    print(f"  resuming {resume} from its last checkpoint", flush=True)
+                running.append(Run(experiment, seed, name, overrides, log, threads, resume))
+            if not running:
+                break
+            time.sleep(0.5)
+            for run in [r for r in running if r.poll() is not None]:
+                running.remove(run)
+                done += 1
+                walls.append(run.wall)
+                code, folder, experiment, seed = run.poll(), run.folder(), run.experiment, run.seed
+                row = {"ablation": name, "experiment": experiment.stem, **describe_head(experiment), "seed": seed,
+                       "overrides": override_text, "wall_s": round(run.wall, 1), "wandb_group": name,
+                       "log": _relative(run.log), "run_folder": _relative(folder) if folder else "",
+                       **costs.get(experiment.stem, {})}
+                if code == 0 and folder is not None and (folder / "summary.json").is_file():
+                    row.update(collect(folder), status="finished")
+                    print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: val/mIoU {row['val_mIoU_final']:.4f} "
+                          f"(best {row['val_mIoU_best']:.4f}) in {run.wall:.0f} s -> {row['run_folder']}", flush=True)
+                else:
+                    failures += 1
+                    row["status"] = "failed"
+                    print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: FAILED (exit {code}): "
+                          f"{_last_error(run.log)} (log: {run.log})", flush=True)
+                key = run_key(experiment.stem, seed, override_text)
+                rows = [r for r in rows if run_key(r["experiment"], r["seed"], r["overrides"]) != key] + [row]
+                write_rows(results, rows)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the runs' saving short
+        for run in running:  # each saves its last checkpoint on SIGTERM; the next call resumes it
+            run.stop()
+        print(f"ablation {name}: interrupted; {done} of {len(todo)} runs done. The same command resumes it.",
+              flush=True)
+        if done:
+            write_report(results)
+        return 130
+    total = time.monotonic() - start
+    print(f"ablation {name}: {done} runs in {_duration(total)}, {failures} failed; results in {results}",
+          flush=True)
+    if results.is_file():
+        write_report(results)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

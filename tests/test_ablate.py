@@ -1,0 +1,159 @@
+"""scripts/ablate.py: experiments x seeds in one command, one results row per run, resumable."""
+
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT
+
+ABLATE = ROOT / "scripts" / "ablate.py"
+
+
+def ablate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, str(ABLATE), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({"experiments": ["fcn", "ccnet_r*"], "seeds": [0, 1],
+                                    "overrides": ["--trainer.max_epochs=1", *TINY_FIT[2:]]}))
+    # ccnet_r* also matches r2 and r3: narrow it from the command line, as a user would.
+    done = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "4 runs" in done.stdout and "0 already finished" in done.stdout
+    rows = _rows(tmp_path / "results" / "tiny.csv")
+    assert sorted((r["experiment"], r["seed"]) for r in rows) == [
+        ("ccnet_r1", "0"), ("ccnet_r1", "1"), ("fcn", "0"), ("fcn", "1")]
+    for row in rows:
+        assert row["status"] == "finished"
+        assert 0.0 <= float(row["val_mIoU_best"]) <= 1.0 and 0.0 <= float(row["val_mIoU_final"]) <= 1.0
+        assert float(row["val_mIoU_best"]) >= float(row["val_mIoU_final"]) - 1e-6
+        assert {"IoU/background", "IoU/object_red", "IoU/object_green", "IoU/object_blue"} <= set(row)
+        assert int(row["steps"]) == 3 and float(row["wall_s"]) > 0
+        folder = tmp_path / row["run_folder"]
+        assert (folder / "summary.json").is_file() and folder.name.endswith(row["wandb_run_id"])
+        assert row["wandb_group"] == "tiny" and (tmp_path / row["log"]).is_file()
+        for column in ("head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"):
+            assert float(row[column]) > 0, column
+    by_experiment = {r["experiment"]: r for r in rows}
+    assert by_experiment["ccnet_r1"]["head"] == "CCHead" and by_experiment["ccnet_r1"]["recurrence"] == "1"
+    assert "recurrence=1" in by_experiment["ccnet_r1"]["head_options"]
+    assert by_experiment["fcn"]["head"] == "FCNHead" and by_experiment["fcn"]["recurrence"] == ""
+    # Same seed, different heads: different runs; the head's cost does not depend on the seed.
+    same_cost = [r for r in rows if r["experiment"] == "ccnet_r1"]
+    assert same_cost[0]["head_fwdbwd_ms"] == same_cost[1]["head_fwdbwd_ms"]
+    assert int(by_experiment["ccnet_r1"]["head_params"]) > int(by_experiment["fcn"]["head_params"])
+
+    # The report: one table row per experiment, and the plot.
+    table = (tmp_path / "results" / "tiny.md").read_text()
+    assert "| `fcn` | FCNHead |" in table and "| `ccnet_r1` | CCHead |" in table
+    assert (tmp_path / "results" / "tiny.png").stat().st_size > 0
+
+    # Again: everything is finished, nothing runs, no new run folder appears.
+    folders = sorted((tmp_path / "runs").glob("*/*"))
+    again = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"), cwd=tmp_path)
+    assert again.returncode == 0 and "4 already finished" in again.stdout and "running" not in again.stdout
+    assert sorted((tmp_path / "runs").glob("*/*")) == folders
+    assert _rows(tmp_path / "results" / "tiny.csv") == rows
+
+    # An interrupted ablation (one row lost, e.g. killed during that run) runs only what is missing.
+    with (tmp_path / "results" / "tiny.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:-1])
+    resumed = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"),
+                     "--no-cost", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "3 already finished" in resumed.stdout and resumed.stdout.count(": running") == 1
+    assert len(_rows(tmp_path / "results" / "tiny.csv")) == 4
+
+    # Costs measured again (e.g. on a quiet machine) update every finished row, and run nothing.
+    recost = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"),
+                    "--remeasure-cost", cwd=tmp_path)
+    assert recost.returncode == 0 and ": running" not in recost.stdout
+    assert "cost of fcn" in recost.stdout and "cost of ccnet_r1" in recost.stdout
+    final = _rows(tmp_path / "results" / "tiny.csv")
+    assert len(final) == 4 and all(float(r["head_fwdbwd_ms"]) > 0 for r in final)
+    assert [r["run_folder"] for r in final] == [r["run_folder"] for r in _rows(tmp_path / "results" / "tiny.csv")]
+
+
+def test_failed_run_is_recorded_and_retried(tmp_path):
+    done = ablate("--name", "broken", "--experiments", "fcn", "--seeds", "0", "--no-cost",
+                  "--results", str(tmp_path), "--", "--model.optimizer.init_args.lr=oops", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "FAILED" in done.stdout
+    (row,) = _rows(tmp_path / "broken.csv")
+    assert row["status"] == "failed" and "lr" in (tmp_path / row["log"]).read_text()
+    plan = ablate("--name", "broken", "--experiments", "fcn", "--seeds", "0", "--results", str(tmp_path),
+                  "--dry-run", "--", "--model.optimizer.init_args.lr=oops", cwd=tmp_path)
+    assert "0 already finished" in plan.stdout and "would run fcn seed 0" in plan.stdout
+
+
+def _ablate_in_process(*args: str, capsys) -> tuple[int, str, str]:
+    spec = importlib.util.spec_from_file_location("ablate", ABLATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_ablation_files_name_existing_experiments(tmp_path, capsys):
+    files = sorted((EXPERIMENTS / "ablations").glob("*.yaml"))
+    files = [f for f in files if f.name != "sweep.yaml"]
+    assert {f.stem for f in files} >= {"all_heads", "ccnet_recurrence"}
+    heads = {p.stem for p in EXPERIMENTS.glob("*.yaml")} - {"base"}
+    for path in files:
+        code, out, err = _ablate_in_process(str(path), "--dry-run", "--results", str(tmp_path), capsys=capsys)
+        assert code == 0, err
+        planned = {line.split()[2] for line in out.splitlines() if line.strip().startswith("would run")}
+        assert planned and planned <= heads, path
+    _, out, _ = _ablate_in_process(str(EXPERIMENTS / "ablations" / "all_heads.yaml"), "--dry-run", "--results",
+                                   str(tmp_path), capsys=capsys)
+    planned = [line.split()[2:5:2] for line in out.splitlines() if "would run" in line]
+    assert len(planned) == 3 * len(heads) == 48
+    assert sorted({e for e, _ in planned}) == sorted(heads) and {s for _, s in planned} == {"0", "1", "2"}
+    # Seed-major: every experiment's first seed comes before any second seed.
+    assert {s for _, s in planned[:len(heads)]} == {"0"}
+
+
+def test_unknown_experiment_is_one_line(tmp_path, capsys):
+    code, _, err = _ablate_in_process("--name", "x", "--experiments", "ccnet_r9", "--results", str(tmp_path),
+                                      capsys=capsys)
+    assert code == 2
+    assert err.startswith("ablate: error: no experiment matches 'ccnet_r9'") and "ccnet_r2" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_run_cut_off_midway_goes_on_from_its_checkpoint(tmp_path):
+    from tests.fault_runs import hook
+
+    common = ["--name", "cut", "--experiments", "fcn", "--seeds", "0", "--no-cost", "--results", str(tmp_path)]
+    tiny = ["--trainer.max_epochs=1", *TINY_FIT[2:]]
+    # Ctrl-C reaches the run during its step 1 (what a Ctrl-C of the ablation does to its runs).
+    first = ablate(*common, "--", *tiny, hook("SignalAtStep", step=1, signum=int(signal.SIGINT)), cwd=tmp_path)
+    assert first.returncode == 1 and "FAILED (exit 130)" in first.stdout
+    (folder,) = (tmp_path / "runs" / "fcn").iterdir()
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    again = ablate(*common, "--", *tiny, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert f"resuming {folder.relative_to(tmp_path)}" in again.stdout
+    row = next(r for r in _rows(tmp_path / "cut.csv") if r["status"] == "finished")
+    assert row["run_folder"] == str(folder.relative_to(tmp_path)) and int(row["steps"]) == 3
+    assert list((tmp_path / "runs" / "fcn").iterdir()) == [folder]
