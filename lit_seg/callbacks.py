@@ -102,6 +102,16 @@ class RunSummary(pl.Callback):
             return
         summary = self._summary(trainer, pl_module)
         path = Path(_run_folder(trainer)) / self.filename
+        if not summary["metrics"] and path.is_file():
+            # A resumed run that has not validated yet (e.g. `--resume` of a finished run): keep
+            # the metrics of the earlier part instead of writing empty ones over them.
+            try:
+                earlier = json.loads(path.read_text())
+            except (OSError, ValueError):
+                earlier = {}
+            summary["metrics"] = earlier.get("metrics", {})
+            if summary["val/mIoU_best"] is None:
+                summary["val/mIoU_best"] = earlier.get("val/mIoU_best")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2))

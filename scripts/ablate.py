@@ -63,6 +63,7 @@ COLUMNS_AFTER_CLASSES = [
     "params", "head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",
 ]
+EXIT_MARK = "# ablate: exit code "
 COST_COLUMNS = ["head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
 
 
@@ -243,6 +244,7 @@ class Run:
         code = self.process.poll()
         if code is not None and not self._out.closed:
             self.wall = time.monotonic() - self.start
+            self._out.write(f"\n{EXIT_MARK}{code}\n")  # read by previous_attempt()
             self._out.close()
         return code
 
@@ -264,18 +266,20 @@ class Run:
         self.poll()
 
 
-def interrupted_run(log: Path) -> Path | None:
-    """The run folder of an earlier attempt (named in its log) that left a checkpoint to resume from."""
+def previous_attempt(log: Path) -> tuple[Path | None, int | None]:
+    """The run folder of the last attempt named in ``log`` (None if it has no config.yaml) and its
+    exit code (None: the runner itself was stopped before the run ended)."""
     if not log.is_file():
-        return None
-    folders = [Path(line.removeprefix("lit-seg: run folder ").strip())
-               for line in log.read_text(errors="replace").splitlines() if line.startswith("lit-seg: run folder ")]
-    if not folders or not (folders[-1] / "config.yaml").is_file():
-        return None
-    folder = folders[-1]
-    # No finished row exists for it (that is why it is run again), so any checkpoint left means
-    # the attempt was cut off (Ctrl-C, SIGTERM, kill): go on from it.
-    return folder if any((folder / "checkpoints").glob("last*.ckpt")) else None
+        return None, None
+    folder, code = None, None
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("lit-seg: run folder "):
+            folder, code = Path(line.removeprefix("lit-seg: run folder ").strip()), None
+        elif line.startswith(EXIT_MARK):
+            code = int(line.removeprefix(EXIT_MARK))
+    if folder is None or not (folder / "config.yaml").is_file():
+        return None, code
+    return folder, code
 
 
 def _relative(path: Path) -> str:
@@ -304,6 +308,10 @@ def write_report(results: Path) -> None:
     except Exception as err:  # noqa: BLE001 (the CSV is what matters; the report can be redone)
         print(f"ablation report not written ({type(err).__name__}: {err}); "
               f"redo it with scripts/ablation_report.py {results}", flush=True)
+
+
+def _num(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
 def _duration(seconds: float) -> str:
@@ -404,6 +412,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_run = sum(walls) / len(walls) / args.jobs
         return f", about {_duration(per_run * (len(queue) + len(running)))} left"
 
+    def record(rows: list[dict], experiment: Path, seed: int, folder: Path | None, log: Path, code: int,
+               wall: float | None) -> list[dict]:
+        """The run's row (finished or failed) in place of any earlier one; the CSV rewritten."""
+        row = {"ablation": name, "experiment": experiment.stem, **describe_head(experiment), "seed": seed,
+               "overrides": override_text, "wall_s": "" if wall is None else round(wall, 1), "wandb_group": name,
+               "log": _relative(log), "run_folder": _relative(folder) if folder else "",
+               **costs.get(experiment.stem, {})}
+        took = "" if wall is None else f" in {wall:.0f} s"
+        if code == 0 and folder is not None and (folder / "summary.json").is_file():
+            row.update(collect(folder), status="finished")
+            print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: val/mIoU {_num(row['val_mIoU_final'])} "
+                  f"(best {_num(row['val_mIoU_best'])}){took} -> {row['run_folder']}", flush=True)
+        else:
+            row["status"] = "failed"
+            print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: FAILED (exit {code}): {_last_error(log)} "
+                  f"(log: {log})", flush=True)
+        key = run_key(experiment.stem, seed, override_text)
+        rows = [r for r in rows if run_key(r["experiment"], r["seed"], r["overrides"]) != key] + [row]
+        write_rows(results, rows)
+        return rows
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -415,10 +444,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         while queue or running:
             while queue and len(running) < args.jobs and not (failures and args.fail_fast):
                 experiment, seed = queue.pop(0)
+                log = logs / f"{experiment.stem}-seed{seed}.log"
+                folder, code = previous_attempt(log)
+                if folder is not None and code == 0 and (folder / "summary.json").is_file():
+                    # It finished, but its row was lost (the runner stopped before writing it).
+                    done += 1
+                    rows = record(rows, experiment, seed, folder, log, 0, None)
+                    continue
+                # No finished row, yet a checkpoint: the attempt was cut off (Ctrl-C, SIGTERM, kill).
+                resume = folder if folder is not None and any((folder / "checkpoints").glob("last*.ckpt")) else None
                 print(f"[{done + len(running) + 1}/{len(todo)}] {experiment.stem} seed {seed}: running{left()}",
                       flush=True)
-                log = logs / f"{experiment.stem}-seed{seed}.log"
-                resume = interrupted_run(log)
                 if resume is not None:
                     print(f"  resuming {resume} from its last checkpoint", flush=True)
                 running.append(Run(experiment, seed, name, overrides, log, threads, resume))
@@ -429,23 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 running.remove(run)
                 done += 1
                 walls.append(run.wall)
-                code, folder, experiment, seed = run.poll(), run.folder(), run.experiment, run.seed
-                row = {"ablation": name, "experiment": experiment.stem, **describe_head(experiment), "seed": seed,
-                       "overrides": override_text, "wall_s": round(run.wall, 1), "wandb_group": name,
-                       "log": _relative(run.log), "run_folder": _relative(folder) if folder else "",
-                       **costs.get(experiment.stem, {})}
-                if code == 0 and folder is not None and (folder / "summary.json").is_file():
-                    row.update(collect(folder), status="finished")
-                    print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: val/mIoU {row['val_mIoU_final']:.4f} "
-                          f"(best {row['val_mIoU_best']:.4f}) in {run.wall:.0f} s -> {row['run_folder']}", flush=True)
-                else:
-                    failures += 1
-                    row["status"] = "failed"
-                    print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: FAILED (exit {code}): "
-                          f"{_last_error(run.log)} (log: {run.log})", flush=True)
-                key = run_key(experiment.stem, seed, override_text)
-                rows = [r for r in rows if run_key(r["experiment"], r["seed"], r["overrides"]) != key] + [row]
-                write_rows(results, rows)
+                rows = record(rows, run.experiment, run.seed, run.folder(), run.log, run.poll(), run.wall)
+                failures += rows[-1]["status"] != "finished"
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the runs' saving short
         for run in running:  # each saves its last checkpoint on SIGTERM; the next call resumes it

@@ -71,7 +71,8 @@ def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path)
     assert sorted((tmp_path / "runs").glob("*/*")) == folders
     assert _rows(tmp_path / "results" / "tiny.csv") == rows
 
-    # An interrupted ablation (one row lost, e.g. killed during that run) runs only what is missing.
+    # A row lost (the runner killed right after its run ended): the finished run is recognised from
+    # its log and folder and its row written again, without running it again.
     with (tmp_path / "results" / "tiny.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
@@ -79,8 +80,11 @@ def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path)
     resumed = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"),
                      "--no-cost", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
-    assert "3 already finished" in resumed.stdout and resumed.stdout.count(": running") == 1
-    assert len(_rows(tmp_path / "results" / "tiny.csv")) == 4
+    assert "3 already finished" in resumed.stdout and ": running" not in resumed.stdout
+    recovered = _rows(tmp_path / "results" / "tiny.csv")
+    assert len(recovered) == 4 and recovered[-1]["run_folder"] == rows[-1]["run_folder"]
+    assert recovered[-1]["val_mIoU_best"] == rows[-1]["val_mIoU_best"] and recovered[-1]["status"] == "finished"
+    assert sorted((tmp_path / "runs").glob("*/*")) == folders
 
     # Costs measured again (e.g. on a quiet machine) update every finished row, and run nothing.
     recost = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"),
