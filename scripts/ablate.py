@@ -250,11 +250,7 @@ class Run:
 
     def folder(self) -> Path | None:
         """The run folder the CLI printed (``lit-seg: run folder <dir>``)."""
-        folder = None
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("lit-seg: run folder "):
-                folder = Path(line.removeprefix("lit-seg: run folder ").strip())
-        return folder
+        return _last_run_in(self.log)[0]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -266,17 +262,23 @@ class Run:
         self.poll()
 
 
-def previous_attempt(log: Path) -> tuple[Path | None, int | None]:
-    """The run folder of the last attempt named in ``log`` (None if it has no config.yaml) and its
-    exit code (None: the runner itself was stopped before the run ended)."""
-    if not log.is_file():
-        return None, None
+def _last_run_in(log: Path) -> tuple[Path | None, int | None]:
+    """The last run folder the CLI printed into ``log`` and the exit code the runner noted after it."""
     folder, code = None, None
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("lit-seg: run folder "):
             folder, code = Path(line.removeprefix("lit-seg: run folder ").strip()), None
         elif line.startswith(EXIT_MARK):
             code = int(line.removeprefix(EXIT_MARK))
+    return folder, code
+
+
+def previous_attempt(log: Path) -> tuple[Path | None, int | None]:
+    """The run folder of the last attempt named in ``log`` (None if it has no config.yaml) and its
+    exit code (None: the runner itself was stopped before the run ended)."""
+    if not log.is_file():
+        return None, None
+    folder, code = _last_run_in(log)
     if folder is None or not (folder / "config.yaml").is_file():
         return None, code
     return folder, code
