@@ -26,10 +26,10 @@ IOU_PREFIX = "IoU/"
 METRIC = "val_mIoU_best"
 
 # The contract with scripts/ablate.py: the columns of results/<ablation>.csv, in order (the
-# per-class ``IoU/<class>`` columns come after val_pixel_acc_final).
+# per-class ``IoU/<class>`` columns come after val_mIoU_first).
 COLUMNS = [
     "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
-    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final",
+    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
     "params", "head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder",
 ]
@@ -88,7 +88,8 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
                                               df.loc[missing_recurrence, "head_options"])]
     iou = [c for c in df.columns if c.startswith(IOU_PREFIX)]
     extra = [c for c in df.columns if c not in COLUMNS and c not in iou]
-    return df[COLUMNS[:11] + iou + COLUMNS[11:] + extra].reset_index(drop=True)
+    split = COLUMNS.index("params")  # per-class IoU columns go just before it
+    return df[COLUMNS[:split] + iou + COLUMNS[split:] + extra].reset_index(drop=True)
 
 
 def _recurrence(experiment: Any, head_options: Any) -> Any:
@@ -148,6 +149,7 @@ def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = N
             "val_mIoU_best": _number(summary.get("val/mIoU_best")),
             "val_mIoU_final": _number(summary.get("val/mIoU")),
             "val_pixel_acc_final": _number(summary.get("val/pixel_acc")),
+            "val_mIoU_first": math.nan,  # from the history
             "steps": _number(summary.get("trainer/global_step")),
             "wall_s": _number(summary.get("_runtime")),
             "wandb_run_id": run.id,
@@ -159,8 +161,7 @@ def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = N
         for key in keys:
             if key.startswith("val/" + IOU_PREFIX):
                 row[key[len("val/"):]] = _number(summary.get(key))
-        if math.isnan(row["val_mIoU_best"]) or not any(k.startswith(IOU_PREFIX) for k in row):
-            _fill_from_history(row, run)
+        _fill_from_history(row, run)
         rows.append(row)
     if not rows:
         raise LookupError(f"no W&B runs in {path} with group {group!r}")
@@ -198,6 +199,8 @@ def _fill_from_history(row: dict[str, Any], run: Any) -> None:
         row["val_mIoU_best"] = float(miou.max())
     if len(miou) and math.isnan(row["val_mIoU_final"]):
         row["val_mIoU_final"] = float(miou.iloc[-1])
+    if len(miou):
+        row["val_mIoU_first"] = float(miou.iloc[0])
     for key in history.columns:
         if key.startswith("val/" + IOU_PREFIX) and key[len("val/"):] not in row:
             values = pd.to_numeric(history[key], errors="coerce").dropna()
@@ -249,13 +252,16 @@ def summarize(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
         }
         if "val_mIoU_final" in df and metric != "val_mIoU_final":
             row["final_mean"] = done["val_mIoU_final"].mean() if len(done) else math.nan
+        if "val_mIoU_first" in df and metric != "val_mIoU_first":
+            row["first_mean"] = done["val_mIoU_first"].mean() if len(done) else math.nan
         costs = done if len(done) else runs
         for column in ["params", *COST_COLUMNS]:
             row[column] = pd.to_numeric(costs[column], errors="coerce").astype(float).mean()
         rows.append(row)
-    columns = ["experiment", "head", "n", "failed", "mean", "std", "seeds", "final_mean", "params", *COST_COLUMNS]
+    columns = ["experiment", "head", "n", "failed", "mean", "std", "seeds", "final_mean", "first_mean", "params",
+               *COST_COLUMNS]
     out = pd.DataFrame(rows, columns=columns).set_index("experiment")
-    return out.drop(columns=[c for c in ["final_mean"] if out[c].isna().all()])
+    return out.drop(columns=[c for c in ["final_mean", "first_mean"] if out[c].isna().all()])
 
 
 def _first(values: pd.Series) -> Any:
@@ -274,6 +280,9 @@ def format_table(summary: pd.DataFrame, metric: str = METRIC, digits: int = 3) -
         table["failed"] = summary["failed"].astype(int)
     if "final_mean" in summary:
         table["final mIoU (mean)"] = summary["final_mean"].map(lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
+    if "first_mean" in summary:
+        table["mIoU at 1st validation (mean)"] = summary["first_mean"].map(
+            lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
     _add_costs(table, summary, ["params", *COST_COLUMNS])
     return table
 

@@ -174,7 +174,7 @@ class AttentionMapLogger(pl.Callback):
     @rank_zero_only
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from lit_seg.errors import ConfigError
-        from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, predict
+        from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, predict, same_size
 
         dataset = self._dataset(trainer)
         if dataset is None:
@@ -207,7 +207,8 @@ class AttentionMapLogger(pl.Callback):
                 picture.save(folder / f"epoch{trainer.current_epoch}_{i}.png")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="val/attention", images=pictures, caption=captions, step=trainer.global_step)
+                logger.log_image(key="val/attention", images=same_size(pictures), caption=captions,
+                                 step=trainer.global_step)
 
 
 class PredictionLogger(pl.Callback):
@@ -266,7 +267,7 @@ class PredictionLogger(pl.Callback):
 
     def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loggers: list[WandbLogger],
                      class_names: list[str]) -> None:
-        from lit_seg.visualize import _EvalMode, denormalize, prediction_overlay
+        from lit_seg.visualize import _EvalMode, denormalize, prediction_overlay, same_size
 
         dataset = AttentionMapLogger._dataset(trainer)
         indices = self.indices if self.indices is not None else range(self.num_images)
@@ -307,4 +308,5 @@ class PredictionLogger(pl.Callback):
                 logger.log_image(key="val/predictions", images=images, masks=masks, caption=captions,
                                  step=trainer.global_step)
             else:  # more classes than 8-bit masks can name: the drawn overlays instead
-                logger.log_image(key="val/predictions", images=pictures, caption=captions, step=trainer.global_step)
+                logger.log_image(key="val/predictions", images=same_size(pictures), caption=captions,
+                                 step=trainer.global_step)

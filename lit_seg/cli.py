@@ -20,8 +20,10 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_seg import fault_tolerance
+from lit_seg.checkpoints import check_checkpoint_fits, read_checkpoint, resume_checkpoint, resume_config, resume_into
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.module import SegmentationModule
+from lit_seg.wandb_env import check_wandb_mode, sweep_agent_run_id, wandb_online
 
 RUNS_DIR = "runs"
 
@@ -70,7 +72,7 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
         if arg == "--resume" and i + 1 < len(args) or arg.startswith("--resume="):
             # A run folder: its saved config first (later arguments override it), then the folder itself.
             folder = args[i + 1] if arg == "--resume" else arg.split("=", 1)[1]
-            out += ["--config", str(_resume_config(folder)), "--resume", folder]
+            out += ["--config", str(resume_config(folder)), "--resume", folder]
             i += 2 if arg == "--resume" else 1
             continue
         if arg.startswith("--config="):
@@ -148,10 +150,10 @@ class LitSegCLI(LightningCLI):
             if subcommand != "fit":
                 raise ConfigError(f"--resume continues a training run (lit-seg fit --resume <run>); to {subcommand} a "
                                   f"run use --config <run>/config.yaml --ckpt_path <run>/checkpoints/last.ckpt")
-            config.ckpt_path = config.get("ckpt_path") or str(_resume_checkpoint(config.resume))
+            config.ckpt_path = config.get("ckpt_path") or str(resume_checkpoint(config.resume))
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and str(ckpt_path) not in ("last", "best", "hpc"):
-            self._checkpoint = _read_checkpoint(ckpt_path)
+            self._checkpoint = read_checkpoint(ckpt_path)
             theirs = ((self._checkpoint.get("hyper_parameters") or {}).get("head") or {})
             ours = config.get("model", {}).get("head")
             if isinstance(theirs, dict) and ours is not None and theirs.get("class_path") != ours.get("class_path"):
@@ -179,7 +181,7 @@ class LitSegCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         if self._checkpoint is not None:
-            _check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
+            check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
             self._checkpoint = None
         factory = getattr(self.model, "optimizer_factory", None)
         if callable(factory) and self.subcommand == "fit":
@@ -208,11 +210,11 @@ class LitSegCLI(LightningCLI):
             self.save_config_kwargs["overwrite"] = True  # the same run, with any overrides given now
         experiment = config.get("experiment") or "default"
         # Under `wandb agent` the run id is the agent's (wandb ignores any other): the folder takes it.
-        agent_run_id = _sweep_agent_run_id()
+        agent_run_id = sweep_agent_run_id()
         run_id = agent_run_id or _new_run_id()
         fresh = not csv.init_args.version and not resumed
         if resumed:
-            run_id = _resume_into(csv, Path(resumed), self._checkpoint)
+            run_id = resume_into(csv, Path(resumed), self._checkpoint)
         if csv.init_args.name in (None, "", "lightning_logs"):
             csv.init_args.name = experiment
         rank = _process_rank()
@@ -238,7 +240,7 @@ class LitSegCLI(LightningCLI):
                 # Online, checkpoints become W&B artifacts (last and best, once, at the end of a
                 # successful fit) unless the command line or a config file states log_model.
                 # Offline they stay off: they would copy every checkpoint into the offline run.
-                if args.log_model is False and _wandb_online(args) and not _states("log_model", sys.argv[1:]):
+                if args.log_model is False and wandb_online(args) and not _states("log_model", sys.argv[1:]):
                     args.log_model = True
                 if not args.tags:
                     head = config.model.head.class_path.rsplit(".", 1)[-1]
@@ -246,18 +248,6 @@ class LitSegCLI(LightningCLI):
                 run_dir.mkdir(parents=True, exist_ok=True)
         if not rank:
             print(f"lit-seg: run folder {run_dir}", file=sys.stderr, flush=True)
-
-
-def _sweep_agent_run_id() -> str | None:
-    """The run id that `wandb agent` gives the process it starts (None outside a sweep)."""
-    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
-        return os.environ["WANDB_RUN_ID"]
-    return None
-
-
-def _wandb_online(args) -> bool:
-    mode = args.get("mode") or os.environ.get("WANDB_MODE", "online")
-    return not args.get("offline") and mode in ("online", "run")
 
 
 def _states(key: str, argv: Sequence[str]) -> bool:
@@ -285,7 +275,7 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-# --- Resuming and checkpoints given on the command line -------------------------------------
+# --- The run folder --------------------------------------------------------------------------
 
 # The run folder this process created (removed again if the command fails before using it).
 _created_run_folder: Path | None = None
@@ -314,103 +304,6 @@ def _config_error_in(err: BaseException) -> ConfigError | None:
             return current
         stack += [current.__cause__, current.__context__]
     return None
-
-
-def _resume_config(folder: str | Path) -> Path:
-    config = Path(folder) / "config.yaml"
-    if not config.is_file():
-        what = "does not exist" if not Path(folder).exists() else "has no config.yaml"
-        raise ConfigError(f"--resume {folder}: {what}; pass a run folder, runs/<experiment>/<run> (every run writes "
-                          f"its config.yaml there when it starts)")
-    return config
-
-
-def _resume_checkpoint(folder: str | Path) -> Path:
-    """The newest ``last*.ckpt`` of the run (``last.ckpt`` unless a copy was versioned ``last-v1``)."""
-    candidates = sorted(Path(folder).glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"--resume {folder}: no checkpoint to resume from ({Path(folder) / 'checkpoints'} holds no "
-                          f"last.ckpt: the run stopped before writing one); start it again with "
-                          f"--config {Path(folder) / 'config.yaml'}")
-    return candidates[-1]
-
-
-def _read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint at ``path`` (tensors memory-mapped, not read), or a ConfigError saying why not."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        hint = (" (a folder: to continue a run use lit-seg fit --resume <run folder>)" if path.is_dir() else "")
-        raise ConfigError(f"checkpoint {path} not found{hint}; pass an existing .ckpt file, e.g. "
-                          f"runs/<experiment>/<run>/checkpoints/last.ckpt")
-    try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except Exception as err:  # noqa: BLE001 - any failure to unpickle means a bad file
-        text = " ".join(str(err).split())
-        if "Unsupported global" in text:
-            found = text.split("Unsupported global:", 1)[1].split(" was not")[0].strip()
-            raise ConfigError(f"checkpoint {path} holds Python objects that a safe load refuses ({found}): it was not "
-                              f"written by lit-seg; pass a checkpoint from a lit-seg run") from None
-        reason = (text.split("WeightsUnpickler error:", 1)[-1].split(" Check the documentation")[0]
-                  .split(". ")[0].strip()[:160] or type(err).__name__)
-        raise ConfigError(f"checkpoint {path} cannot be read ({reason}): the file is truncated or corrupt, or not a "
-                          f"PyTorch checkpoint; use another one (e.g. the best-*.ckpt beside it)") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise ConfigError(f"{path} is not a Lightning checkpoint (no state_dict and loop state): a plain weights file? "
-                          f"For pretrained encoder weights use --model.encoder_weights {path}")
-    return checkpoint
-
-
-def _check_checkpoint_fits(checkpoint: dict, model, path) -> None:
-    """The checkpoint's weights fit the instantiated model: same classes, same parameter names and shapes."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    theirs_n = hparams.get("num_classes")
-    if theirs_n is not None and theirs_n != model.num_classes:
-        names = hparams.get("class_names") or []
-        shown = f" ({', '.join(map(str, names[:6]))}{', ...' if len(names) > 6 else ''})" if names else ""
-        raise ConfigError(
-            f"checkpoint {path} predicts {theirs_n} classes{shown} but the data set has {model.num_classes} "
-            f"({', '.join(model.class_names[:6])}{', ...' if model.num_classes > 6 else ''}): use a checkpoint "
-            f"trained on this data set, or the data settings it was trained with (--config <its run>/config.yaml)")
-    theirs, ours = checkpoint["state_dict"], model.state_dict()
-    missing = [k for k in ours if k not in theirs]
-    unexpected = [k for k in theirs if k not in ours]
-    reshaped = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
-    if missing or unexpected or reshaped:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} of this model's {len(ours)} weights missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} weight{'s' * (len(unexpected) > 1)} this model lacks (e.g. {unexpected[0]})")
-        if reshaped:
-            k = reshaped[0]
-            parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(theirs[k].shape)} there, "
-                         f"{tuple(ours[k].shape)} here)")
-        raise ConfigError(f"checkpoint {path} is from another model: {'; '.join(parts)}; pass the config of the run "
-                          f"that wrote it (--config <run>/config.yaml)")
-
-
-def _resume_into(csv, folder: Path, checkpoint: dict | None) -> str:
-    """Points the CSV logger at the resumed run's folder; returns the run's id (the folder's suffix).
-
-    The folder is spelled as in the checkpoint when that is the same folder (ModelCheckpoint
-    keeps its state, e.g. which file is ``last.ckpt``, only for an identical path string)."""
-    saved = next((state.get("dirpath") for key, state in ((checkpoint or {}).get("callbacks") or {}).items()
-                  if str(key).startswith("ModelCheckpoint") and isinstance(state, dict)), None)
-    if saved and (folder / "checkpoints").is_dir() and Path(saved).is_dir() \
-            and os.path.samefile(saved, folder / "checkpoints"):
-        folder = Path(saved).parent
-    csv.init_args.save_dir = str(folder.parent.parent)
-    csv.init_args.name, csv.init_args.version = folder.parent.name, folder.name
-    if csv.class_path == "lightning.pytorch.loggers.CSVLogger":  # a run from before ResumableCSVLogger
-        csv.class_path = "lit_seg.fault_tolerance.ResumableCSVLogger"
-    return folder.name.rsplit("-", 1)[-1]
 
 
 def _prepare_run_folder(run_dir: Path, fresh: bool, ckpt_path) -> None:
@@ -450,36 +343,6 @@ def _remove_unused_run_folder() -> None:
         pass
 
 
-def _check_wandb_mode() -> None:
-    # Offline by default; a `wandb agent` child (WANDB_SWEEP_ID set) reports to its sweep online.
-    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
-    if os.environ["WANDB_MODE"] not in ("online", "run"):
-        return
-    has_netrc = (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (Path.home() / ".netrc").read_text()
-    if not os.environ.get("WANDB_API_KEY") and not has_netrc:
-        raise ConfigError(
-            "WANDB_MODE=online needs a W&B API key: set WANDB_API_KEY (or run `wandb login`), "
-            "or log offline with WANDB_MODE=offline and upload later with `wandb sync`"
-        )
-    _check_wandb_reachable()
-
-
-def _check_wandb_reachable(timeout: float = 3.0) -> None:
-    """Online W&B without a network would retry for minutes before training starts: fail at once instead."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
-    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        raise ConfigError(
-            f"WANDB_MODE=online but the W&B server {host}:{port} cannot be reached from here "
-            f"({err.strerror or type(err).__name__}); log offline with WANDB_MODE=offline and upload later "
-            f"with `wandb sync runs/<experiment>/<run>/wandb/offline-run-*`") from None
-
-
 def _parse_error_message(err: Exception) -> str:
     text = " ".join(str(err).split())
     if '"model.head"' in text:
@@ -498,7 +361,7 @@ def main(args: Sequence[str] | None = None) -> None:
     global _created_run_folder
     _created_run_folder, fault_tolerance.stopped_by = None, None
     try:
-        _check_wandb_mode()
+        check_wandb_mode()
         argv = expand_argv(sys.argv[1:] if args is None else args)
         # Through sys.argv, not args=: LightningCLI warns when it is given both.
         sys.argv = [sys.argv[0], *argv]

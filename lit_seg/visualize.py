@@ -16,13 +16,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lit_seg.errors import ConfigError
 from lit_seg.models.encoder_decoder import EncoderDecoder
-
-try:
-    from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-except ImportError:  # older layout
-    from lit_seg.data.datamodule import IMAGENET_MEAN, IMAGENET_STD
 
 Point = tuple[int, int]
 
@@ -291,3 +287,20 @@ def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, predi
     fig.tight_layout(pad=0.3, rect=(0, legend_h / fig.get_figheight(), 1, 1))
     fig.canvas.draw()
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+
+
+def same_size(pictures: Sequence[Image.Image], fill: tuple[int, int, int] = (255, 255, 255)) -> list[Image.Image]:
+    """The pictures padded at the right and bottom to the largest width and height among them.
+
+    W&B draws the images logged under one key as one grid sized by the first; pictures with a
+    different number of query points (rows) come out cropped or stretched there.
+    """
+    width, height = max(p.width for p in pictures), max(p.height for p in pictures)
+    padded = []
+    for picture in pictures:
+        if picture.size != (width, height):
+            canvas = Image.new("RGB", (width, height), fill)
+            canvas.paste(picture.convert("RGB"), (0, 0))
+            picture = canvas
+        padded.append(picture)
+    return padded

@@ -54,10 +54,10 @@ EXPERIMENTS = ROOT / "experiments"
 MIB = 2**20
 
 # The contract with notebooks/ablation_analysis (lit_seg.analysis); per-class ``IoU/<class>``
-# columns go between ``val_pixel_acc_final`` and ``params``.
+# columns go between ``val_mIoU_first`` and ``params``.
 COLUMNS_BEFORE_CLASSES = [
     "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
-    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final",
+    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
 ]
 COLUMNS_AFTER_CLASSES = [
     "params", "head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
@@ -214,8 +214,20 @@ def collect(run_folder: Path) -> dict:
         "steps": summary.get("global_step"),
         "wandb_run_id": summary.get("wandb_run_id") or "",
     }
+    row["val_mIoU_first"] = _first_validation_miou(run_folder / "metrics.csv")
     row.update({k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/IoU/")})
     return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+
+
+def _first_validation_miou(metrics_csv: Path) -> float | None:
+    """``val/mIoU`` at the run's first validation: how soon a head puts context to use."""
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open(newline="") as f:
+        for record in csv.DictReader(f):
+            if record.get("val/mIoU"):
+                return float(record["val/mIoU"])
+    return None
 
 
 class Run:

@@ -47,6 +47,8 @@ def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path)
         assert int(row["steps"]) == 3 and float(row["wall_s"]) > 0
         folder = tmp_path / row["run_folder"]
         assert (folder / "summary.json").is_file() and folder.name.endswith(row["wandb_run_id"])
+        first = next(r["val/mIoU"] for r in _rows(folder / "metrics.csv") if r.get("val/mIoU"))
+        assert float(row["val_mIoU_first"]) == pytest.approx(float(first), abs=1e-5)
         assert row["wandb_group"] == "tiny" and (tmp_path / row["log"]).is_file()
         for column in ("head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"):
             assert float(row[column]) > 0, column

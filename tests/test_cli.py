@@ -44,7 +44,7 @@ def test_run_folder_holds_config_checkpoints_metrics_and_summary(run_folder):
     assert config["experiment"] == "ccnet_r2"
     assert config["model"]["head"]["class_path"] == "lit_seg.models.heads.CCHead"
     assert config["model"]["head"]["init_args"]["recurrence"] == 2
-    assert config["model"]["optimizer"]["init_args"]["momentum"] == 0.9  # resolved, not just what differs
+    assert config["model"]["optimizer"]["init_args"]["betas"] == [0.9, 0.999]  # resolved, not just what differs
     csv_logger = next(lg for lg in config["trainer"]["logger"] if lg["class_path"].endswith("CSVLogger"))
     assert csv_logger["init_args"]["version"] is None, "a saved config starts a new run, not this one"
     checkpoints = sorted(p.name for p in (run_folder / "checkpoints").iterdir())

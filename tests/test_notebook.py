@@ -46,7 +46,7 @@ def expected(experiment: str) -> str:
 def write_fixture(root: Path, runs=RUNS, name: str = "all_heads") -> Path:
     """``results/<name>.csv`` in the ablate.py contract and a run folder per run under ``root``,
     with tiny attention overlays (epochs 0 and 1, two images each) for the CCNet runs."""
-    header = analysis.COLUMNS[:11] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[11:]
+    header = analysis.COLUMNS[:12] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[12:]
     rows = []
     for i, (experiment, seed, best, status) in enumerate(runs):
         folder = f"runs/{experiment}/20261121-1600{i:02d}-run{i:05d}"
@@ -59,6 +59,7 @@ def write_fixture(root: Path, runs=RUNS, name: str = "all_heads") -> Path:
                    wandb_group=name, wandb_run_id=f"run{i:05d}")
         if status == "finished":
             row.update(val_mIoU_best=best, val_mIoU_final=best - 0.002, val_pixel_acc_final=0.95 + best / 50,
+                       val_mIoU_first=round(best - 0.3, 4),
                        params=11_403_541, steps=512, wall_s=160.0 + i)
             row.update({f"IoU/{c}": round(0.98 if c == "background" else best - 0.01 * k, 4)
                         for k, c in enumerate(CLASSES)})
@@ -165,7 +166,7 @@ def fixture_runs(tmp_path) -> pd.DataFrame:
 
 def test_load_csv_contract(fixture_runs):
     runs = fixture_runs
-    assert list(runs.columns) == analysis.COLUMNS[:11] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[11:]
+    assert list(runs.columns) == analysis.COLUMNS[:12] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[12:]
     assert len(runs) == 9 and runs["status"].tolist().count("failed") == 1
     assert runs["recurrence"].fillna(0).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3]
     assert runs["seed"].dtype == "Int64" and math.isnan(runs.loc[8, "val_mIoU_best"])
@@ -189,6 +190,8 @@ def test_summarize_mean_std_n_failed(fixture_runs):
     table = analysis.format_table(summary)
     assert table.loc["ccnet_r2", "mIoU_best (mean ± std)"] == expected("ccnet_r2")
     assert table.loc["ccnet_r3", "failed"] == 1
+    assert summary.loc["fcn", "first_mean"] == pytest.approx((0.7573 + 0.6120) / 2 - 0.3)
+    assert table.loc["fcn", "mIoU at 1st validation (mean)"] == f"{(0.7573 + 0.6120) / 2 - 0.3:.3f}"
 
 
 def test_format_mean_std():
@@ -321,9 +324,11 @@ def test_load_wandb_builds_the_csv_schema(tmp_path, fixture_runs):
     assert first["head_options"] == "channels=64 recurrence=2" and first["ablation"] == "ablation"
     assert first["val_mIoU_best"] == 0.9076 and first["IoU/object_red"] == pytest.approx(0.89)
     assert first["run_folder"] == "runs/ccnet_r2/20261121-160315-a1b2c3d4" and first["steps"] == 511
-    assert math.isnan(first["head_fwd_ms"]) and full.history_calls == []  # summary was enough
+    assert math.isnan(first["head_fwd_ms"]) and len(full.history_calls) == 1  # for the first validation only
+    assert math.isnan(first["val_mIoU_first"])  # its history is empty
     second = runs.iloc[1]
     assert second["val_mIoU_best"] == 0.74 and second["val_mIoU_final"] == 0.73  # from the history
+    assert second["val_mIoU_first"] == 0.70
     assert second["IoU/background"] == 0.96 and math.isnan(second["IoU/object_red"])
     assert pd.isna(second["recurrence"]) and pd.isna(second["run_folder"])
     assert runs["status"].tolist() == ["finished", "finished", "failed"]

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from lit_seg.data import ContextCueDataset, SyntheticDataModule
+from lit_seg.errors import ConfigError
 
 
 def test_samples_are_deterministic_per_seed_and_index():
@@ -43,6 +45,7 @@ def test_stripe_cue_spans_the_image_and_objects_keep_their_distance():
         cue = mask == 255
         horizontal = cue.all(axis=1).any()
         assert horizontal or cue.all(axis=0).any(), "the stripe crosses the whole image"
+        assert (cue.all(axis=1) if horizontal else cue.all(axis=0)).sum() == 16, "16 px thick: two cells at stride 8"
         row_gap, col_gap = _gaps(mask)
         assert (row_gap if horizontal else col_gap) > 16
 
@@ -75,3 +78,9 @@ def test_datamodule_splits_are_disjoint_and_normalised():
     train_first = dm.splits["train"][0][0]
     assert not any(torch.equal(train_first, v) for v in val_images)
     assert abs(float(images.mean())) < 1.5
+
+
+@pytest.mark.parametrize("cue_size", [0, 97])
+def test_cue_size_out_of_range_is_a_config_error(cue_size):
+    with pytest.raises(ConfigError, match="cue_size must be in 1..96"):
+        ContextCueDataset(4, cue_size=cue_size)

@@ -12,7 +12,7 @@ from PIL import Image
 from lit_seg.errors import ConfigError
 from lit_seg.models.heads import CCHead, FCNHead
 from lit_seg.module import SegmentationModule
-from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, to_feature_points
+from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, same_size, to_feature_points
 from tests.conftest import ROOT, randomize
 
 
@@ -121,6 +121,19 @@ def test_object_centres_and_overlay():
     rgb = denormalize(torch.randn(3, 40, 50))
     picture = overlay(rgb, maps, [(27, 37), (10, 15)], prediction=mask, target=mask)
     assert picture.mode == "RGB" and picture.width > 4 * 100 and picture.height > 2 * 100
+
+
+def test_pictures_logged_together_are_padded_to_one_size():
+    rgb = denormalize(torch.randn(3, 40, 50))
+    maps = {"a": torch.rand(3, 40, 50)}
+    one = overlay(rgb, {"a": maps["a"][:1]}, [(10, 10)])
+    three = overlay(rgb, maps, [(10, 10), (20, 20), (30, 30)])  # a row per query point: taller
+    assert one.height < three.height
+    padded = same_size([one, three])
+    assert [p.size for p in padded] == [three.size, three.size]
+    assert np.array_equal(np.asarray(padded[0])[: one.height, : one.width], np.asarray(one))
+    assert (np.asarray(padded[0])[one.height:] == 255).all()  # white below
+    assert padded[1] is three
 
 
 # --- end to end: a real (tiny) fit, shared by the script and callback tests ---------------

@@ -56,7 +56,7 @@ def test_run_holds_the_resolved_config(offline_run):
     assert config["experiment"] == "ccnet_r2" and config["seed_everything"] == 0
     assert config["model.head.class_path"] == "lit_seg.models.heads.CCHead"
     assert config["model.head.init_args.recurrence"] == 2
-    assert config["model.optimizer.init_args.momentum"] == 0.9  # defaults too, not only what the YAML states
+    assert config["model.optimizer.init_args.eps"] == 1e-8  # defaults too, not only what the YAML states
     assert config["trainer.max_epochs"] == 2
 
 
@@ -101,6 +101,11 @@ def test_prediction_overlays_have_ground_truth_and_prediction_masks_named_by_cla
 def test_attention_maps_and_summary_numbers(offline_run):
     summary = offline_run["summary"]["summary"]
     assert summary["val/attention"]["_type"] == "images/separated" and summary["val/attention"]["count"] == 2
+    sizes = set()
+    for path in summary["val/attention"]["filenames"]:
+        with Image.open(offline_run["dir"] / "files" / path) as picture:
+            sizes.add(picture.size)
+    assert sizes == {(summary["val/attention"]["width"], summary["val/attention"]["height"])}  # one grid size
     saved = json.loads((offline_run["folder"] / "summary.json").read_text())
     assert summary["head_params"] == saved["head_params"] > 0 and summary["params"] == saved["params"]
     assert summary["head_gflops"] == pytest.approx(saved["head_gflops"]) and saved["head_gflops"] > 0

@@ -50,6 +50,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         image_size: (H, W) of every image.
         num_colors: cue colours, i.e. object classes; ``num_classes = 1 + num_colors``.
         cue: ``stripe`` (reachable in one criss-cross step) or ``beacon`` (needs two; harder).
+        cue_size: the cue's thickness (stripe) or side (beacon) in pixels.
         margin: free pixels between the cue and any object.
         train_size, val_size, test_size: samples per split (train: per epoch, the same every epoch).
         batch_size: images per batch (per process).
@@ -62,6 +63,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         image_size: tuple[int, int] = (96, 96),
         num_colors: int = 3,
         cue: Literal["stripe", "beacon"] = "stripe",
+        cue_size: int = 16,
         margin: int = 16,
         train_size: int = 2048,
         val_size: int = 256,
@@ -81,7 +83,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.seed = seed
         normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         make = lambda length, stream: _Normalized(  # noqa: E731
-            ContextCueDataset(length, tuple(image_size), num_colors, margin=margin, seed=seed * 3 + stream, cue=cue),
+            ContextCueDataset(length, tuple(image_size), num_colors, cue_size=cue_size, margin=margin,
+                              seed=seed * 3 + stream, cue=cue),
             normalize)
         self.splits = {"train": make(train_size, 0), "val": make(val_size, 1), "test": make(test_size, 2)}
         self.class_names = self.splits["train"].dataset.class_names

@@ -1,0 +1,53 @@
+"""W&B's mode, checked before a run starts: offline unless asked, and online only with a key and
+a reachable server (otherwise the W&B client retries for minutes before training begins);
+inside `wandb agent`, the sweep's run id.
+"""
+
+import os
+from pathlib import Path
+
+from lit_seg.errors import ConfigError
+
+
+def sweep_agent_run_id() -> str | None:
+    """The run id that `wandb agent` gives the process it starts (None outside a sweep)."""
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        return os.environ["WANDB_RUN_ID"]
+    return None
+
+
+def wandb_online(args) -> bool:
+    """Whether a WandbLogger with these init args logs online (its own mode, else WANDB_MODE)."""
+    mode = args.get("mode") or os.environ.get("WANDB_MODE", "online")
+    return not args.get("offline") and mode in ("online", "run")
+
+
+def check_wandb_mode() -> None:
+    """Sets WANDB_MODE (offline unless set); online, a ConfigError without a key or a server."""
+    # Offline by default; a `wandb agent` child (WANDB_SWEEP_ID set) reports to its sweep online.
+    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_SWEEP_ID") else "offline")
+    if os.environ["WANDB_MODE"] not in ("online", "run"):
+        return
+    has_netrc = (Path.home() / ".netrc").is_file() and "api.wandb.ai" in (Path.home() / ".netrc").read_text()
+    if not os.environ.get("WANDB_API_KEY") and not has_netrc:
+        raise ConfigError(
+            "WANDB_MODE=online needs a W&B API key: set WANDB_API_KEY (or run `wandb login`), "
+            "or log offline with WANDB_MODE=offline and upload later with `wandb sync`"
+        )
+    check_wandb_reachable()
+
+
+def check_wandb_reachable(timeout: float = 3.0) -> None:
+    """Online W&B without a network would retry for minutes before training starts: fail at once instead."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"WANDB_MODE=online but the W&B server {host}:{port} cannot be reached from here "
+            f"({err.strerror or type(err).__name__}); log offline with WANDB_MODE=offline and upload later "
+            f"with `wandb sync runs/<experiment>/<run>/wandb/offline-run-*`") from None
