@@ -436,11 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         took = "" if wall is None else f" in {wall:.0f} s"
         if code == 0 and folder is not None and (folder / "summary.json").is_file():
             row.update(collect(folder), status="finished")
-            print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: val/mIoU {_num(row['val_mIoU_final'])} "
+            print(f"[done {done}/{len(todo)}] {experiment.stem} seed {seed}: val/mIoU {_num(row['val_mIoU_final'])} "
                   f"(best {_num(row['val_mIoU_best'])}){took} -> {row['run_folder']}", flush=True)
         else:
             row["status"] = "failed"
-            print(f"[{done}/{len(todo)}] {experiment.stem} seed {seed}: FAILED (exit {code}): {_last_error(log)} "
+            print(f"[done {done}/{len(todo)}] {experiment.stem} seed {seed}: FAILED (exit {code}): {_last_error(log)} "
                   f"(log: {log})", flush=True)
         key = run_key(experiment.stem, seed, override_text)
         rows = [r for r in rows if run_key(r["experiment"], r["seed"], r["overrides"]) != key] + [row]
