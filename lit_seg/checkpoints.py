@@ -10,6 +10,7 @@ from lit_seg.errors import ConfigError
 
 
 def resume_config(folder: str | Path) -> Path:
+    """The run's saved ``config.yaml``, the first config of ``lit-seg fit --resume <folder>``."""
     config = Path(folder) / "config.yaml"
     if not config.is_file():
         what = "does not exist" if not Path(folder).exists() else "has no config.yaml"
