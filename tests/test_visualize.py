@@ -224,3 +224,37 @@ def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
         "AttentionMapLogger: FCNHead has no attention maps to show; use an attention head "
         "(non-local, OCNet, DANet, CCNet, GCNet); the callback does nothing"]
     assert not (tmp_path / "attention").exists()
+
+
+def test_callback_logs_its_pictures_to_wandb_in_one_size(tmp_path, monkeypatch):
+    # Val images 0 and 1 of this set have 2 and 1 objects, so their overlays have 2 and 1 rows:
+    # W&B draws the images of one key as one grid and needs them the same size.
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lit_seg.callbacks import AttentionMapLogger
+    from lit_seg.data import SyntheticDataModule
+
+    class CapturingLogger(WandbLogger):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.logged = []
+
+        def log_image(self, key, images, step=None, **kwargs):
+            self.logged.append((key, images))
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    data = SyntheticDataModule(image_size=(48, 48), margin=4, train_size=4, val_size=2, batch_size=2,
+                               num_workers=0)
+    assert [len(object_centres(data.splits["val"][i][1])) for i in range(2)] == [2, 1]
+    module = SegmentationModule(head=partial(CCHead, channels=8), num_classes=data.num_classes,
+                                encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
+    logger = CapturingLogger(save_dir=tmp_path)
+    trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
+                      logger=logger, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=[AttentionMapLogger()],
+                      default_root_dir=tmp_path)
+    trainer.fit(module, data)
+    ((key, images),) = logger.logged
+    assert key == "val/attention" and len(images) == 2
+    assert images[0].size == images[1].size

@@ -101,11 +101,6 @@ def test_prediction_overlays_have_ground_truth_and_prediction_masks_named_by_cla
 def test_attention_maps_and_summary_numbers(offline_run):
     summary = offline_run["summary"]["summary"]
     assert summary["val/attention"]["_type"] == "images/separated" and summary["val/attention"]["count"] == 2
-    sizes = set()
-    for path in summary["val/attention"]["filenames"]:
-        with Image.open(offline_run["dir"] / "files" / path) as picture:
-            sizes.add(picture.size)
-    assert sizes == {(summary["val/attention"]["width"], summary["val/attention"]["height"])}  # one grid size
     saved = json.loads((offline_run["folder"] / "summary.json").read_text())
     assert summary["head_params"] == saved["head_params"] > 0 and summary["params"] == saved["params"]
     assert summary["head_gflops"] == pytest.approx(saved["head_gflops"]) and saved["head_gflops"] > 0
