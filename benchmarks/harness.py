@@ -40,7 +40,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -48,16 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import seed_ops
 from lit_seg import flops as _flops
-from lit_seg.models.heads import (
-    ASPPHead,
-    CCHead,
-    DAHead,
-    FCNHead,
-    GCHead,
-    NonLocalHead,
-    OCHead,
-    PSPHead,
-)
+from lit_seg.models.heads import HEADS
 
 # FlopCounterMode (torch 2.14) has no formula for the CPU flash-attention kernels that
 # F.scaled_dot_product_attention runs on the CPU: without them our dense operators would count
@@ -95,19 +85,6 @@ OPERATOR_LABELS = {
 
 NUM_CLASSES = 19
 
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    "fcn": FCNHead,
-    "psp": PSPHead,
-    "aspp": ASPPHead,
-    "non_local": NonLocalHead,
-    "oc_base": partial(OCHead, mode="base"),
-    "oc_pyramid": partial(OCHead, mode="pyramid"),
-    "oc_asp": partial(OCHead, mode="asp"),
-    "danet": DAHead,
-    "ccnet_r1": partial(CCHead, recurrence=1),
-    "ccnet_r2": partial(CCHead, recurrence=2),
-    "gc": GCHead,
-}
 
 
 def seed_memory_estimate(name: str, channels: int, size: tuple[int, int], batch: int, itemsize: int) -> float:
@@ -175,7 +152,7 @@ def build(spec: dict) -> nn.Module:
         seed = _nonzero_scales(SEED_OPERATORS[name](channels))
         return seed if spec["impl"] == "seed" else seed_ops.ours_from_seed(seed)
     if kind == "head":
-        return _nonzero_scales(HEADS[name]([channels], NUM_CLASSES, channels=spec["head_channels"]))
+        return _nonzero_scales(HEADS[name].build([channels], NUM_CLASSES, channels=spec["head_channels"]))
     raise ValueError(f"unknown kind {kind!r}")
 
 

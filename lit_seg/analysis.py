@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lit_seg.models.heads import HEADS
+
 IOU_PREFIX = "IoU/"
 METRIC = "val_mIoU_best"
 
@@ -46,11 +48,6 @@ COST_LABELS = {
     "head_peak_mib": "head peak memory (MiB)",
 }
 
-# The built-in experiments, in the README's order (families together, baselines first).
-EXPERIMENT_ORDER = [
-    "fcn", "psp", "aspp", "nonlocal", "nonlocal_dot", "oc_base", "oc_pyramid", "oc_asp",
-    "danet", "danet_pam", "danet_cam", "ccnet_r1", "ccnet_r2", "ccnet_r3", "gc", "gc_backbone",
-]
 
 _ATTENTION_FILE = re.compile(r"epoch(\d+)_(\d+)\.png$")
 
@@ -211,10 +208,10 @@ def _fill_from_history(row: dict[str, Any], run: Any) -> None:
 
 
 def order_experiments(names: Iterable[str]) -> list[str]:
-    """Experiment names in the README's order, unknown ones after, alphabetically."""
+    """Experiment names in the head list's order (families together, baselines first), others after, alphabetically."""
     names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
-    known = [n for n in EXPERIMENT_ORDER if n in names]
-    return known + sorted(n for n in names if n not in EXPERIMENT_ORDER)
+    known = [n for n in HEADS if n in names]
+    return known + sorted(n for n in names if n not in HEADS)
 
 
 def finished(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:

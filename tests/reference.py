@@ -30,6 +30,11 @@ def criss_cross_attention(x: Tensor, query, key, value, gamma: Tensor) -> Tensor
     return gamma * torch.stack(outputs) + x
 
 
+def activation(x: Tensor, layer: torch.nn.Module) -> Tensor:
+    """ReLU, or leaky ReLU with the layer's slope (InPlaceABN's activation)."""
+    return F.leaky_relu(x, layer.negative_slope) if isinstance(layer, torch.nn.LeakyReLU) else F.relu(x)
+
+
 def batch_norm(x: Tensor, bn: torch.nn.BatchNorm2d) -> Tensor:
     """BatchNorm in training mode: batch statistics, the module's affine weights."""
     return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
@@ -74,7 +79,7 @@ def non_local(x: Tensor, block, return_map: bool = False):
 
 
 def self_attention(x: Tensor, block, return_map: bool = False):
-    """Seed 000 (OCNet ``_SelfAttentionBlock``) with BN + ReLU as f_key's norm and activation.
+    """Seed 000 (OCNet ``_SelfAttentionBlock``) with BN + the block's activation as f_key's norm and activation.
 
     With ``return_map`` also returns the (B, M, M) similarity map at the pooled resolution.
     """
@@ -82,7 +87,7 @@ def self_attention(x: Tensor, block, return_map: bool = False):
     if block.scale > 1:
         x = F.max_pool2d(x, block.scale)
     conv, bn = block.f_key[0], block.f_key[1]
-    f_key = F.relu(batch_norm(F.conv2d(x, conv.weight), bn))
+    f_key = activation(batch_norm(F.conv2d(x, conv.weight), bn), block.f_key[2])
     value = conv1x1(x, block.f_value).view(batch_size, block.value_channels, -1).permute(0, 2, 1)
     query = f_key.view(batch_size, block.key_channels, -1).permute(0, 2, 1)
     key = f_key.view(batch_size, block.key_channels, -1)

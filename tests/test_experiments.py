@@ -5,11 +5,13 @@ import csv
 import json
 import math
 
+import inspect
+
 import pytest
 import yaml
 
 from lit_seg.cli import LitSegCLI, expand_argv
-from lit_seg.models.heads import DecodeHead
+from lit_seg.models.heads import HEADS, DecodeHead
 from tests.conftest import EXPERIMENTS
 
 FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.name != "base.yaml")
@@ -30,10 +32,18 @@ def _run_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["lit-seg"])  # pytest's own arguments are not the CLI's
 
 
-def test_every_ablation_row_has_an_experiment_file():
-    rows = {"fcn", "psp", "aspp", "nonlocal", "nonlocal_dot", "oc_base", "oc_pyramid", "oc_asp", "danet",
-            "danet_pam", "danet_cam", "gc", "gc_backbone", "ccnet_r1", "ccnet_r2", "ccnet_r3"}
-    assert rows <= {p.stem for p in FILES}
+@pytest.mark.parametrize("folder", [EXPERIMENTS, EXPERIMENTS / "cityscapes"], ids=["built-in", "cityscapes"])
+def test_every_head_of_the_list_has_its_experiment_and_they_agree(folder):
+    """experiments/<name>.yaml (and cityscapes/<name>.yaml) is the head list's variant <name>:
+    its class, and the variant's options (the YAML may add sizes such as channels or dilations)."""
+    for name, variant in HEADS.items():
+        head = yaml.safe_load((folder / f"{name}.yaml").read_text())["model"]["head"]
+        assert head["class_path"] == variant.class_path, name
+        options = head.get("init_args", {})
+        for key, value in variant.options.items():
+            assert options.get(key, value) == value, (name, key)
+            defaulted = inspect.signature(variant.head).parameters[key].default
+            assert key in options or defaulted == value, (name, key)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)

@@ -1,4 +1,4 @@
-"""Decode heads (PSP, ASPP, non-local, OCNet, DANet, GCNet) and GC blocks inside the encoder."""
+"""Decode heads (every variant of the head list, and a few more options) and GC blocks inside the encoder."""
 
 import copy
 
@@ -13,7 +13,8 @@ from lit_seg.errors import ConfigError
 from lit_seg.models import EncoderDecoder, build_encoder
 from lit_seg.models.attention import GlobalContextBlock
 from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_context
-from lit_seg.models.heads import ASPPHead, DAHead, FCNHead, GCHead, NonLocalHead, OCHead, PSPHead
+from lit_seg.models.heads import HEADS as HEAD_LIST
+from lit_seg.models.heads import DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
 from lit_seg.models.heads.ocnet import regional_attention_map, regional_self_attention, region_bounds
 from lit_seg.module import SegmentationModule
 from tests.conftest import randomize
@@ -22,19 +23,12 @@ from tests.conftest import randomize
 CHANNELS = [3, 64, 64, 128]
 NUM_CLASSES = 5
 
-HEADS = {
-    "psp": (PSPHead, {}),
-    "aspp": (ASPPHead, {}),
-    "nonlocal": (NonLocalHead, {}),
+# Every variant of the head list, and options the list does not exercise.
+HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_LIST.items()} | {
     "nonlocal_dot_sub": (NonLocalHead, {"mode": "dot_product", "sub_sample": True}),
-    "oc_base": (OCHead, {}),
-    "oc_pyramid": (OCHead, {"mode": "pyramid"}),
-    "oc_asp": (OCHead, {"mode": "asp"}),
-    "danet": (DAHead, {}),
-    "danet_pam": (DAHead, {"branches": "pam"}),
-    "danet_cam": (DAHead, {"branches": "cam"}),
-    "gc": (GCHead, {}),
+    "nonlocal_concat": (NonLocalHead, {"mode": "concatenation"}),
     "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
+    "oc_asp_leaky": (HEAD_LIST["oc_asp"].head, {"mode": "asp", "activation": "leaky_relu"}),
 }
 
 
@@ -82,7 +76,7 @@ def test_head_builds_from_the_encoder_channels_and_predicts_at_input_resolution(
     assert all(o.shape == (2, 3, 40, 56) for o in outputs.values())
 
 
-@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp"])
+@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl"])
 @pytest.mark.parametrize("size", [(2, 3), (3, 5), (7, 4)])
 def test_context_heads_work_on_maps_smaller_than_their_pyramids(name, size):
     head = build(name).eval()
@@ -100,11 +94,20 @@ def test_default_arguments_are_the_papers():
     assert (base.attention.key_channels, base.attention.value_channels, base.attention.scale) == (256, 256, 1)
     pyramid = build("oc_pyramid", channels=512)
     assert pyramid.sizes == (1, 2, 3, 6) and pyramid.stages[0].value_channels == 512
+    assert len(pyramid.conv_in) == 2, "the official Pyramid-OC's first conv has BatchNorm and no activation"
     asp = build("oc_asp", channels=512)
     assert asp.dilations == (12, 24, 36) and asp.attention.scale == 2 and len(asp.branches) == 4
+    assert (asp.attention.key_channels, asp.attention.value_channels, asp.fuse[0].in_channels) == (128, 256, 5 * 256)
+    # The official OCNet dropout: 0.05 before base-OC's and Pyramid-OC's classifier, 0.1 in ASP-OC.
+    assert (base.dropout.p, pyramid.dropout.p, asp.dropout.p) == (0.05, 0.05, 0.1)
     assert build("danet", channels=512).pam.query.out_channels == 64
-    gc = build("gc", channels=512).gc
+    gc = build("gc", channels=512).attention
     assert (gc.planes, gc.pooling, gc.fusion) == (128, "att", ("add",))
+    dnl = build("dnl", channels=512).attention
+    assert (dnl.inter_channels, dnl.temperature, dnl.use_scale) == (256, 0.05, True)
+    assert all(isinstance(m, torch.nn.ReLU) for m in build("ccnet_r2").modules() if "ReLU" in type(m).__name__)
+    leaky = [m for m in build("ccnet_r2", activation="leaky_relu").modules() if "ReLU" in type(m).__name__]
+    assert leaky and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.01 for m in leaky)
 
 
 def test_danet_three_outputs_and_their_loss_weights():
@@ -112,7 +115,7 @@ def test_danet_three_outputs_and_their_loss_weights():
     assert build("danet", pam_weight=0.5, cam_weight=0.25).loss_weights == {"out": 1.0, "pam": 0.5, "cam": 0.25}
     for single in ("danet_pam", "danet_cam"):
         head = build(single, pam_weight=0.5)
-        assert head.loss_weights == {"out": 1.0} and not hasattr(head, "pam_classifier")
+        assert head.loss_weights == {"out": 1.0} and not head.branch_classifiers
     assert build("danet_pam").cam is None and build("danet_cam").pam is None
     with pytest.raises(ValueError, match="branches must be one of"):
         build("danet", branches="pam+sam")
@@ -123,12 +126,23 @@ def test_danet_fused_output_is_the_classified_sum_of_the_branches():
     feats = features(6, 7)
     with torch.no_grad():
         outputs = head(feats)
-        pam, cam = head._branches(feats[-1])
+        fused, branches = head.context_with_branches(feats[-1])
+        pam, cam = branches["pam"], branches["cam"]
+        torch.testing.assert_close(fused, pam + cam)
         torch.testing.assert_close(outputs["out"], head.classifier(pam + cam))
-        torch.testing.assert_close(outputs["pam"], head.pam_classifier(pam))
-        torch.testing.assert_close(outputs["cam"], head.cam_classifier(cam))
+        torch.testing.assert_close(outputs["pam"], head.branch_classifiers["pam"](pam))
+        torch.testing.assert_close(outputs["cam"], head.branch_classifiers["cam"](cam))
         head.eval()
-        assert set(head(feats)) == {"out"}, "evaluation computes only the fused output"
+        evaluated = head(feats)
+        assert set(evaluated) == {"out"}, "evaluation computes only the fused output"
+        pam, cam = head.context_with_branches(feats[-1])[1].values()
+        torch.testing.assert_close(evaluated["out"], head.classifier(pam + cam))
+        assert not torch.allclose(evaluated["out"], head.classifier(pam), atol=1e-3)
+
+
+def test_a_head_cannot_override_forward():
+    with pytest.raises(TypeError, match="overrides DecodeHead.forward"):
+        type("Sneaky", (DecodeHead,), {"forward": lambda self, features: {}})
 
 
 def test_danet_with_aux_head_trains_on_the_weighted_sum_of_all_outputs():
@@ -221,6 +235,7 @@ ATTENTION = {
     "nonlocal_dot_sub": ({"nonlocal"}, (6, 8), False),
     "oc_base": ({"oc"}, (13, 17), True),
     "oc_asp": ({"oc"}, (6, 8), True),
+    "dnl": ({"pairwise", "unary"}, (13, 17), True),
     "oc_pyramid": ({"pyramid_1", "pyramid_2", "pyramid_3", "pyramid_6"}, (13, 17), True),
     "danet": ({"pam"}, (13, 17), True),
     "danet_pam": ({"pam"}, (13, 17), True),

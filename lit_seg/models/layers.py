@@ -1,18 +1,40 @@
-"""Small building blocks shared by heads."""
+"""Small building blocks shared by heads and operators."""
+
+from typing import Literal
 
 from torch import nn
 
+# The official OCNet and CCNet networks use InPlaceABN: BatchNorm + leaky ReLU (slope 0.01);
+# mmsegmentation's recipe, which the experiments follow, BatchNorm + ReLU.
+Activation = Literal["relu", "leaky_relu"]
+LEAKY_SLOPE = 0.01
+
+
+def activation_layer(activation: Activation) -> nn.Module:
+    """``relu`` -> ReLU, ``leaky_relu`` -> LeakyReLU(0.01) (InPlaceABN's default slope)."""
+    if activation == "relu":
+        return nn.ReLU(inplace=True)
+    if activation == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    raise ValueError(f"activation must be 'relu' or 'leaky_relu', got {activation!r}")
+
 
 class ConvNormAct(nn.Sequential):
-    """Conv2d (no bias) -> BatchNorm2d -> ReLU, 'same' padding. (B, C_in, H, W) -> (B, C_out, H, W).
+    """Conv2d (no bias) -> BatchNorm2d -> activation, 'same' padding. (B, C_in, H, W) -> (B, C_out, H, W).
 
-    BatchNorm becomes SyncBatchNorm under ``trainer.sync_batchnorm: true``.
+    ``activation=None`` leaves the activation out (BatchNorm only, as the first conv of the
+    official Pyramid-OC network). BatchNorm becomes SyncBatchNorm under
+    ``trainer.sync_batchnorm: true``. The conv has no bias: BatchNorm's mean subtraction would
+    cancel it (the official OCNet code keeps such biases; they change nothing but the count).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> None:
-        super().__init__(
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, *,
+                 activation: Activation | None = "relu") -> None:
+        layers = [
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
                       dilation=dilation, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+        ]
+        if activation is not None:
+            layers.append(activation_layer(activation))
+        super().__init__(*layers)

@@ -1,6 +1,7 @@
 """Context operators: plain ``nn.Module``s mapping (B, C, H, W) features to context features."""
 
 from lit_seg.models.attention.criss_cross import CrissCrossAttention
+from lit_seg.models.attention.disentangled_non_local import DisentangledNonLocal2d
 from lit_seg.models.attention.dual_attention import ChannelAttention, PositionAttention
 from lit_seg.models.attention.global_context import GlobalContextBlock
 from lit_seg.models.attention.non_local import NonLocal2d
@@ -9,6 +10,7 @@ from lit_seg.models.attention.self_attention import SelfAttention2d
 __all__ = [
     "ChannelAttention",
     "CrissCrossAttention",
+    "DisentangledNonLocal2d",
     "GlobalContextBlock",
     "NonLocal2d",
     "PositionAttention",

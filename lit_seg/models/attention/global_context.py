@@ -59,6 +59,9 @@ class GlobalContextBlock(nn.Module):
         self.planes = max(int(in_channels * ratio), 1)
         if pooling == "att":
             self.conv_mask = nn.Conv2d(in_channels, 1, 1)
+            # As mmcv's ContextBlock.reset_parameters: Kaiming normal (fan_in), zero bias.
+            nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(self.conv_mask.bias)
         self.channel_add_conv = _bottleneck(in_channels, self.planes) if "add" in fusion else None
         self.channel_mul_conv = _bottleneck(in_channels, self.planes) if "mul" in fusion else None
 

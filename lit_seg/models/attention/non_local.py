@@ -23,7 +23,8 @@ class NonLocal2d(nn.Module):
 
     Input and output: (B, C, H, W). ``theta``, ``phi`` and ``g`` are 1x1 convs to
     ``C' = max(C // reduction, 1)`` channels; ``W`` is a 1x1 conv back to C followed by
-    BatchNorm whose weight and bias start at zero, so a fresh block is the identity.
+    BatchNorm whose weight and bias start at zero, so a fresh block is the identity. theta, phi
+    and g start from N(0, 0.01) (mmcv's initialisation).
 
     ``mode`` (the pairwise function, normalised over the key positions j):
 
@@ -70,6 +71,14 @@ class NonLocal2d(nn.Module):
         nn.init.zeros_(self.W[1].weight)
         nn.init.zeros_(self.W[1].bias)
         self.pool = nn.MaxPool2d(2) if sub_sample else nn.Identity()
+        # mmcv's NonLocal2d.init_weights: theta, phi and g from N(0, 0.01) with zero bias;
+        # concat_project as its ConvModule (Kaiming normal, fan_out, ReLU gain).
+        for name in ("g", "theta", "phi"):
+            if hasattr(self, name):
+                nn.init.normal_(getattr(self, name).weight, std=0.01)
+                nn.init.zeros_(getattr(self, name).bias)
+        if mode == "concatenation":
+            nn.init.kaiming_normal_(self.concat_project.weight, mode="fan_out", nonlinearity="relu")
 
     def _embeddings(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Query and key embeddings: (B, C', H, W) and (B, C', H', W') (raw x in ``gaussian``)."""

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_seg.errors import ConfigError
+from lit_seg.models.layers import Activation, activation_layer
 from lit_seg.models.attention.functional import (
     conv1x1_tokens,
     query_positions,
@@ -18,9 +19,10 @@ class SelfAttention2d(nn.Module):
     """Object context: ``W(softmax(q k^T / sqrt(key_channels)) v)``, the context only (no residual).
 
     Input (B, in_channels, H, W), output (B, out_channels, H, W) (``out_channels`` defaults to
-    ``in_channels``). Query and key share ONE projection ``f_key`` (1x1 conv + BatchNorm + ReLU;
-    the official code uses InPlaceABNSync, i.e. BN + leaky ReLU, mmseg and the later OCNet code
-    BN + ReLU); the value is a 1x1 conv to ``value_channels``; the output conv ``W``
+    ``in_channels``). Query and key share ONE projection ``f_key`` (1x1 conv + BatchNorm +
+    ``activation``: the official code's InPlaceABNSync is BN + leaky ReLU, ``leaky_relu`` here;
+    ``relu`` is mmsegmentation's norm/act, the recipe's default); the value is a 1x1 conv to
+    ``value_channels``; the output conv ``W``
     (value_channels -> out_channels) starts at zero, weight and bias, so a fresh block returns 0.
 
     ``scale > 1`` max-pools the input by ``scale`` before the attention and upsamples the context
@@ -34,6 +36,8 @@ class SelfAttention2d(nn.Module):
         value_channels: int,
         out_channels: int | None = None,
         scale: int = 1,
+        *,
+        activation: Activation = "relu",
     ) -> None:
         super().__init__()
         if scale < 1:
@@ -45,7 +49,7 @@ class SelfAttention2d(nn.Module):
         self.pool = nn.MaxPool2d(scale) if scale > 1 else nn.Identity()
         # The conv bias before BatchNorm would be cancelled by the batch mean: left out.
         self.f_key = nn.Sequential(
-            nn.Conv2d(in_channels, key_channels, 1, bias=False), nn.BatchNorm2d(key_channels), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, key_channels, 1, bias=False), nn.BatchNorm2d(key_channels), activation_layer(activation)
         )
         self.f_value = nn.Conv2d(in_channels, value_channels, 1)
         self.W = nn.Conv2d(value_channels, self.out_channels, 1)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lit_seg.errors import ConfigError
 from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.layers import Activation
 
 
 class ASPPHead(DecodeHead):
@@ -35,16 +35,17 @@ class ASPPHead(DecodeHead):
         dropout: float = 0.1,
         in_index: int = -1,
         dilations: Sequence[int] = (1, 12, 24, 36),
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation)
         if not dilations or min(dilations) < 1:
             raise ConfigError(f"ASPPHead: dilations must be positive integers, got {dilations}")
         self.dilations = tuple(dilations)
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvNormAct(self.in_channels, channels, 1))
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), self.conv(self.in_channels, channels, 1))
         self.branches = nn.ModuleList(
-            ConvNormAct(self.in_channels, channels, 1 if d == 1 else 3, d) for d in self.dilations
+            self.conv(self.in_channels, channels, 1 if d == 1 else 3, d) for d in self.dilations
         )
-        self.bottleneck = ConvNormAct((len(self.dilations) + 1) * channels, channels)
+        self.bottleneck = self.conv((len(self.dilations) + 1) * channels, channels)
 
     def context(self, x: Tensor) -> Tensor:
         pooled = F.interpolate(self.image_pool(x), size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,24 +1,36 @@
-"""The scaffold every decode head shares."""
+"""The scaffold every decode head shares: :class:`DecodeHead`, and :class:`ContextHead` for the
+conv in -> context block -> conv out -> concat -> fuse pattern of the non-local, CCNet, GCNet and
+DNL heads."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
+
+from lit_seg.models.layers import Activation, ConvNormAct
 
 
 class DecodeHead(nn.Module):
     """Picks one encoder feature map, computes context features, classifies them.
 
     Subclasses build their layers in ``__init__`` and implement :meth:`context`, mapping the
-    selected feature map (B, ``self.in_channels``, h, w) to (B, ``channels``, h, w). Heads with
-    several outputs (DANet) override :meth:`forward` and :attr:`loss_weights`.
+    selected feature map (B, ``self.in_channels``, h, w) to (B, ``channels``, h, w). A head with
+    extra training outputs (DANet's branch losses) implements :meth:`context_with_branches`
+    instead and registers a classifier and a loss weight per branch with :meth:`add_branches`.
+
+    :meth:`forward` is final: the output ``out`` is ``classify(fused features)`` in every mode,
+    computed in one place, so evaluation cannot drift from what training optimised. Training
+    adds the branch outputs; evaluation skips only their classifiers.
 
     Args:
         in_channels: channels of every encoder feature map, shallow to deep (smp's
             ``encoder.out_channels``).
-        num_classes: number of classes.
+        num_classes: number of classes (from the data set).
         channels: width of the head (512 in mmsegmentation's recipe).
         dropout: dropout before the classifier (0.1 in the recipe).
         in_index: which feature map to use; -1 is the deepest.
+        activation: after every BatchNorm of the head's convs: ``relu`` (mmsegmentation, the
+            recipe) or ``leaky_relu`` (slope 0.01: InPlaceABN, the official OCNet and CCNet code).
     """
 
     def __init__(
@@ -28,22 +40,48 @@ class DecodeHead(nn.Module):
         channels: int = 512,
         dropout: float = 0.1,
         in_index: int = -1,
+        activation: Activation = "relu",
     ) -> None:
         super().__init__()
         self.in_channels = in_channels[in_index]
         self.channels = channels
         self.num_classes = num_classes
         self.in_index = in_index
+        self.activation = activation
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.branch_classifiers = nn.ModuleDict()
+        self.branch_weights: dict[str, float] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "forward" in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides DecodeHead.forward; implement context() "
+                            "(or context_with_branches() for extra training outputs) instead")
+
+    def conv(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, *,
+             act: bool = True) -> ConvNormAct:
+        """A conv-BN-activation layer with the head's activation (``act=False``: BatchNorm only)."""
+        return ConvNormAct(in_channels, out_channels, kernel_size, dilation, activation=self.activation if act else None)
+
+    def add_branches(self, weights: Mapping[str, float]) -> None:
+        """Extra training outputs, each a dropout + 1x1 classifier on its branch features and its loss weight."""
+        for name, weight in weights.items():
+            self.branch_classifiers[name] = nn.Conv2d(self.channels, self.num_classes, 1)
+            self.branch_weights[name] = weight
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        """Weight of each output of :meth:`forward` in the training loss."""
-        return {"out": 1.0}
+        """Weight of each training output of :meth:`forward` in the loss."""
+        return {"out": 1.0, **self.branch_weights}
 
     def context(self, x: Tensor) -> Tensor:
+        """(B, in_channels, h, w) -> fused context features (B, channels, h, w)."""
         raise NotImplementedError
+
+    def context_with_branches(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Fused features and the features of each branch named in :meth:`add_branches`."""
+        return self.context(x), {}
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """Attention weights of chosen query positions, for visualisation.
@@ -59,5 +97,44 @@ class DecodeHead(nn.Module):
         return self.classifier(self.dropout(features))
 
     def forward(self, features: Sequence[Tensor]) -> dict[str, Tensor]:
-        """Encoder features -> ``{"out": logits}``, logits (B, num_classes, h, w) at the feature resolution."""
-        return {"out": self.classify(self.context(features[self.in_index]))}
+        """Encoder features -> ``{"out": logits}`` (plus the branch logits in training), each
+        (B, num_classes, h, w) at the feature resolution."""
+        fused, branches = self.context_with_branches(features[self.in_index])
+        outputs = {"out": self.classify(fused)}
+        if self.training:
+            for name, classifier in self.branch_classifiers.items():
+                outputs[name] = classifier(self.dropout(branches[name]))
+        return outputs
+
+
+class ContextHead(DecodeHead):
+    """3x3 conv in -> context block -> 3x3 conv out -> concat with the input -> 3x3 fuse -> classifier.
+
+    mmsegmentation's ``FCNHead(num_convs=2, concat_input=True)`` with a block between its two
+    convs: the layout of its ``NLHead``, ``CCHead``, ``GCHead`` and ``DNLHead`` (and of the
+    official CCNet's RCCA module). ``block`` builds the block for ``channels`` channels;
+    :meth:`apply_block` runs it (CCNet overrides it to apply the block R times).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        channels: int,
+        dropout: float,
+        in_index: int,
+        activation: Activation,
+        block: Callable[[int], nn.Module],
+    ) -> None:
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation)
+        self.conv_in = self.conv(self.in_channels, channels)
+        self.attention = block(channels)
+        self.conv_out = self.conv(channels, channels)
+        self.fuse = self.conv(self.in_channels + channels, channels)
+
+    def apply_block(self, y: Tensor) -> Tensor:
+        return self.attention(y)
+
+    def context(self, x: Tensor) -> Tensor:
+        y = self.conv_out(self.apply_block(self.conv_in(x)))
+        return self.fuse(torch.cat([x, y], dim=1))

@@ -7,11 +7,11 @@ from torch import Tensor
 
 from lit_seg.errors import ConfigError
 from lit_seg.models.attention import CrissCrossAttention
-from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.heads.base import ContextHead
+from lit_seg.models.layers import Activation
 
 
-class CCHead(DecodeHead):
+class CCHead(ContextHead):
     """Conv in -> criss-cross attention applied ``recurrence`` times (shared weights) -> conv out
     -> concat with the input -> 3x3 fuse -> classifier (the paper's RCCA module).
 
@@ -30,15 +30,13 @@ class CCHead(DecodeHead):
         in_index: int = -1,
         recurrence: int = 2,
         reduction: int = 8,
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if recurrence < 1:
             raise ConfigError(f"CCHead: recurrence must be >= 1, got {recurrence}")
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
+                         lambda c: CrissCrossAttention(c, reduction))
         self.recurrence = recurrence
-        self.conv_in = ConvNormAct(self.in_channels, channels)
-        self.attention = CrissCrossAttention(channels, reduction)
-        self.conv_out = ConvNormAct(channels, channels)
-        self.fuse = ConvNormAct(self.in_channels + channels, channels)
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """Criss-cross weights of the queries at every recurrence step, and their composition.
@@ -86,9 +84,7 @@ class CCHead(DecodeHead):
         maps["composed"] = composed
         return maps
 
-    def context(self, x: Tensor) -> Tensor:
-        y = self.conv_in(x)
-        for _ in range(self.recurrence):
+    def apply_block(self, y: Tensor) -> Tensor:
+        for _ in range(self.recurrence):  # one block, shared weights
             y = self.attention(y)
-        y = self.conv_out(y)
-        return self.fuse(torch.cat([x, y], dim=1))
+        return y

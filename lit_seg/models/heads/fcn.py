@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from lit_seg.errors import ConfigError
 from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.layers import Activation
 
 
 class FCNHead(DecodeHead):
@@ -28,15 +28,16 @@ class FCNHead(DecodeHead):
         concat_input: bool = True,
         kernel_size: int = 3,
         dilation: int = 1,
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation)
         if num_convs < 1:
             raise ConfigError(f"FCNHead: num_convs must be >= 1, got {num_convs}")
         widths = [self.in_channels] + [channels] * num_convs
         self.convs = nn.Sequential(
-            *(ConvNormAct(a, b, kernel_size, dilation) for a, b in zip(widths[:-1], widths[1:]))
+            *(self.conv(a, b, kernel_size, dilation) for a, b in zip(widths[:-1], widths[1:]))
         )
-        self.fuse = ConvNormAct(self.in_channels + channels, channels, kernel_size) if concat_input else None
+        self.fuse = self.conv(self.in_channels + channels, channels, kernel_size) if concat_input else None
 
     def context(self, x: Tensor) -> Tensor:
         y = self.convs(x)

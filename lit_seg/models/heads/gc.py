@@ -4,17 +4,16 @@ ICCVW 2019), as mmsegmentation's ``GCHead``. For GC blocks inside the encoder, s
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from lit_seg.models.attention import GlobalContextBlock
 from lit_seg.models.attention.functional import query_positions
 from lit_seg.models.attention.global_context import GCFusion, GCPooling
-from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.heads.base import ContextHead
+from lit_seg.models.layers import Activation
 
 
-class GCHead(DecodeHead):
+class GCHead(ContextHead):
     """3x3 conv in -> global context block -> 3x3 conv out -> concat with the input -> 3x3 fuse -> classifier.
 
     The block is :class:`~lit_seg.models.attention.GlobalContextBlock`: one softmax pooling map
@@ -38,19 +37,13 @@ class GCHead(DecodeHead):
         ratio: float = 1 / 4,
         pooling: GCPooling = "att",
         fusion: Sequence[GCFusion] = ("add",),
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
-        self.conv_in = ConvNormAct(self.in_channels, channels)
-        self.gc = GlobalContextBlock(channels, ratio, pooling, fusion)
-        self.conv_out = ConvNormAct(channels, channels)
-        self.fuse = ConvNormAct(self.in_channels + channels, channels)
-
-    def context(self, x: Tensor) -> Tensor:
-        y = self.conv_out(self.gc(self.conv_in(x)))
-        return self.fuse(torch.cat([x, y], dim=1))
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
+                         lambda c: GlobalContextBlock(c, ratio, pooling, fusion))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """``{"gc": (B, Q, h, w)}``: the block's one pooling map (sums to 1), the same for every query."""
         y = self.conv_in(x)
         query_positions(queries, y)  # checks the queries
-        return {"gc": self.gc.attention_map(y).expand(-1, queries.shape[0], -1, -1)}
+        return {"gc": self.attention.attention_map(y).expand(-1, queries.shape[0], -1, -1)}

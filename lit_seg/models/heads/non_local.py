@@ -2,16 +2,15 @@
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from lit_seg.models.attention import NonLocal2d
 from lit_seg.models.attention.non_local import NonLocalMode
-from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.heads.base import ContextHead
+from lit_seg.models.layers import Activation
 
 
-class NonLocalHead(DecodeHead):
+class NonLocalHead(ContextHead):
     """3x3 conv in -> non-local block -> 3x3 conv out -> concat with the input -> 3x3 fuse -> classifier.
 
     The block is :class:`~lit_seg.models.attention.NonLocal2d` (residual, zero-initialised W, so
@@ -36,16 +35,10 @@ class NonLocalHead(DecodeHead):
         mode: NonLocalMode = "embedded_gaussian",
         sub_sample: bool = False,
         use_scale: bool = True,
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
-        self.conv_in = ConvNormAct(self.in_channels, channels)
-        self.attention = NonLocal2d(channels, reduction, mode, sub_sample, use_scale)
-        self.conv_out = ConvNormAct(channels, channels)
-        self.fuse = ConvNormAct(self.in_channels + channels, channels)
-
-    def context(self, x: Tensor) -> Tensor:
-        y = self.conv_out(self.attention(self.conv_in(x)))
-        return self.fuse(torch.cat([x, y], dim=1))
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
+                         lambda c: NonLocal2d(c, reduction, mode, sub_sample, use_scale))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """``{"nonlocal": (B, Q, h', w')}``: the block's pairwise weights of each query over the keys

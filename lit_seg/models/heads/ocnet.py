@@ -1,5 +1,5 @@
 """OCNet heads (Yuan et al., "OCNet: Object Context Network for Scene Parsing", arXiv:1809.00916):
-base-OC, Pyramid-OC and ASP-OC, as the modules of the official code (openseg-group/OCNet.pytorch)."""
+base-OC, Pyramid-OC and ASP-OC, as the networks of the official code (openseg-group/OCNet.pytorch)."""
 
 from collections.abc import Sequence
 from typing import Literal, get_args
@@ -11,7 +11,7 @@ from lit_seg.errors import ConfigError
 from lit_seg.models.attention import SelfAttention2d
 from lit_seg.models.attention.functional import query_positions, softmax_attention
 from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.layers import Activation
 
 OCMode = Literal["base", "pyramid", "asp"]
 
@@ -118,28 +118,35 @@ def regional_attention_map(block: SelfAttention2d, x: Tensor, size: int, queries
 
 
 class OCHead(DecodeHead):
-    """Object context head in one of OCNet's three forms (``mode``).
+    """Object context head in one of OCNet's three forms (``mode``), as the official networks
+    (openseg-group/OCNet.pytorch ``network/resnet101_{base,pyramid,asp}_oc.py``, 2019 release).
 
-    - ``base`` (BaseOC): 3x3 conv-BN-ReLU -> self-attention block (object context) -> concat
-      with the conv output -> 1x1 conv-BN-ReLU fuse -> classifier.
-    - ``pyramid`` (Pyramid-OC): 3x3 conv-BN-ReLU -> for each s in ``sizes`` self-attention within
-      each of s x s regions (one block per s); the conv output widened by a 1x1 conv-BN-ReLU to
-      ``len(sizes) * channels`` and the branches concatenated -> 1x1 fuse -> classifier.
-      Regions that do not divide the map evenly differ in size by one (:func:`region_bounds`).
-    - ``asp`` (ASP-OC): ASPP whose image-pooling branch is replaced by object context:
-      [3x3 conv-BN-ReLU -> self-attention (``scale`` 2) -> 1x1 conv-BN-ReLU, 1x1 conv, three 3x3
-      convs with ``dilations``] on the input -> concat -> 1x1 fuse -> classifier.
+    C is ``channels`` (512 in the official code). Every conv is conv-BN-activation unless noted.
+
+    - ``base`` (base-OC): 3x3 conv in -> C -> self-attention (key C/2, value C/2, out C) ->
+      concat with the conv output -> 1x1 fuse 2C -> C -> dropout 0.05 -> classifier.
+    - ``pyramid`` (Pyramid-OC): 3x3 conv in -> C, BatchNorm without activation (the official
+      ``layer5``) -> for each s in ``sizes`` self-attention (key C/2, value C, out C) within each
+      of s x s regions; the conv output widened by a 1x1 conv to ``len(sizes) * C``; all
+      concatenated -> 1x1 fuse -> C -> dropout 0.05 -> classifier. Regions that do not divide
+      the map evenly differ in size by one (:func:`region_bounds`).
+    - ``asp`` (ASP-OC): 3x3 conv in -> C, then the ASP-OC module at width C/2 on it: a context
+      branch (3x3 conv C -> C/2, self-attention with key C/4, value C/2, out C/2, max-pooled by
+      ``scale`` 2, 1x1 conv C/2 -> C/2), a 1x1 conv and three dilated 3x3 convs (``dilations``),
+      each C -> C/2; concatenated 5 x C/2 -> 1x1 fuse -> C -> dropout 0.1 -> classifier. (The
+      first, 2018 release ran every branch on the raw encoder features at width C: 2.7x the
+      parameters at the recipe's size. It is not provided.)
 
     The self-attention block is :class:`~lit_seg.models.attention.SelfAttention2d` (shared
     query/key projection, zero-initialised output conv: a fresh block adds no context).
 
     Args:
         mode: ``base``, ``pyramid`` or ``asp``.
+        dropout: before the classifier; None: the official value, 0.05 (base, pyramid) or 0.1 (asp).
         sizes: Pyramid-OC's region grids, (1, 2, 3, 6).
         dilations: ASP-OC's dilated branches, (12, 24, 36) at output stride 8.
-        key_channels: query/key width; None: ``channels // 2`` (the official code, every mode).
-        value_channels: value width; None: the official choice, ``channels // 2`` for base-OC
-            (256 of 512) and ``channels`` for Pyramid-OC and ASP-OC.
+        key_channels: query/key width; None: the official choice (C/2; C/4 in ASP-OC).
+        value_channels: value width; None: the official choice (C/2 base, C pyramid, C/2 asp).
         scale: max-pool factor before the attention (saves memory); None: the official choice,
             1 for base-OC and 2 for ASP-OC. Pyramid-OC supports only 1.
     """
@@ -149,7 +156,7 @@ class OCHead(DecodeHead):
         in_channels: Sequence[int],
         num_classes: int,
         channels: int = 512,
-        dropout: float = 0.1,
+        dropout: float | None = None,
         in_index: int = -1,
         mode: OCMode = "base",
         sizes: Sequence[int] = (1, 2, 3, 6),
@@ -157,40 +164,44 @@ class OCHead(DecodeHead):
         key_channels: int | None = None,
         value_channels: int | None = None,
         scale: int | None = None,
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
         if mode not in get_args(OCMode):
             raise ConfigError(f"OCHead: mode must be one of {get_args(OCMode)}, got {mode!r}")
         if mode == "pyramid" and scale not in (None, 1):
             raise ConfigError(f"OCHead: Pyramid-OC attends within regions at full resolution; scale must be 1, got {scale}")
+        dropout = (0.1 if mode == "asp" else 0.05) if dropout is None else dropout
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation)
         self.mode = mode
-        key_channels = key_channels or max(channels // 2, 1)
-        value_channels = value_channels or (max(channels // 2, 1) if mode == "base" else channels)
-        scale = scale or (2 if mode == "asp" else 1)
+        half = max(channels // 2, 1)
+
+        def attention(width: int, key: int, value: int, pool: int = 1) -> SelfAttention2d:
+            return SelfAttention2d(width, key_channels or key, value_channels or value, width, scale or pool,
+                                   activation=activation)
+
         if mode == "base":
-            self.conv_in = ConvNormAct(self.in_channels, channels)
-            self.attention = SelfAttention2d(channels, key_channels, value_channels, channels, scale)
-            self.fuse = ConvNormAct(2 * channels, channels, 1)
+            self.conv_in = self.conv(self.in_channels, channels)
+            self.attention = attention(channels, half, half)
+            self.fuse = self.conv(2 * channels, channels, 1)
         elif mode == "pyramid":
             if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
                 raise ConfigError(f"OCHead: sizes must be distinct positive integers, got {sizes}")
             self.sizes = tuple(sizes)
-            self.conv_in = ConvNormAct(self.in_channels, channels)
-            self.stages = nn.ModuleList(
-                SelfAttention2d(channels, key_channels, value_channels, channels) for _ in self.sizes)
-            self.widen = ConvNormAct(channels, len(self.sizes) * channels, 1)
-            self.fuse = ConvNormAct(2 * len(self.sizes) * channels, channels, 1)
+            self.conv_in = self.conv(self.in_channels, channels, act=False)
+            self.stages = nn.ModuleList(attention(channels, half, channels) for _ in self.sizes)
+            self.widen = self.conv(channels, len(self.sizes) * channels, 1)
+            self.fuse = self.conv(2 * len(self.sizes) * channels, channels, 1)
         else:
             if not dilations or min(dilations) < 1:
                 raise ConfigError(f"OCHead: dilations must be positive integers, got {dilations}")
             self.dilations = tuple(dilations)
-            self.conv_in = ConvNormAct(self.in_channels, channels)
-            self.attention = SelfAttention2d(channels, key_channels, value_channels, channels, scale)
-            self.context_out = ConvNormAct(channels, channels, 1)
+            self.conv_in = self.conv(self.in_channels, channels)
+            self.context_in = self.conv(channels, half)
+            self.attention = attention(half, max(channels // 4, 1), half, pool=2)
+            self.context_out = self.conv(half, half, 1)
             self.branches = nn.ModuleList(
-                [ConvNormAct(self.in_channels, channels, 1)]
-                + [ConvNormAct(self.in_channels, channels, 3, d) for d in self.dilations])
-            self.fuse = ConvNormAct((len(self.dilations) + 2) * channels, channels, 1)
+                [self.conv(channels, half, 1)] + [self.conv(channels, half, 3, d) for d in self.dilations])
+            self.fuse = self.conv((len(self.dilations) + 2) * half, channels, 1)
 
     def context(self, x: Tensor) -> Tensor:
         y = self.conv_in(x)
@@ -199,8 +210,8 @@ class OCHead(DecodeHead):
         if self.mode == "pyramid":
             regional = [regional_self_attention(stage, y, size) for stage, size in zip(self.stages, self.sizes)]
             return self.fuse(torch.cat([self.widen(y), *regional], dim=1))
-        context = self.context_out(self.attention(y))
-        return self.fuse(torch.cat([context, *(branch(x) for branch in self.branches)], dim=1))
+        context = self.context_out(self.attention(self.context_in(y)))
+        return self.fuse(torch.cat([context, *(branch(y) for branch in self.branches)], dim=1))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """Softmax weights of each query (each map sums to 1).
@@ -213,4 +224,6 @@ class OCHead(DecodeHead):
         if self.mode == "pyramid":
             return {f"pyramid_{size}": regional_attention_map(stage, y, size, queries)
                     for stage, size in zip(self.stages, self.sizes)}
+        if self.mode == "asp":
+            y = self.context_in(y)
         return {"oc": self.attention.attention_map(y, queries)}

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from lit_seg.errors import ConfigError
 from lit_seg.models.heads.base import DecodeHead
-from lit_seg.models.layers import ConvNormAct
+from lit_seg.models.layers import Activation
 
 
 class PSPHead(DecodeHead):
@@ -32,16 +32,17 @@ class PSPHead(DecodeHead):
         dropout: float = 0.1,
         in_index: int = -1,
         pool_scales: Sequence[int] = (1, 2, 3, 6),
+        activation: Activation = "relu",
     ) -> None:
-        super().__init__(in_channels, num_classes, channels, dropout, in_index)
+        super().__init__(in_channels, num_classes, channels, dropout, in_index, activation)
         if not pool_scales or min(pool_scales) < 1:
             raise ConfigError(f"PSPHead: pool_scales must be positive integers, got {pool_scales}")
         self.pool_scales = tuple(pool_scales)
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvNormAct(self.in_channels, channels, 1))
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), self.conv(self.in_channels, channels, 1))
             for scale in self.pool_scales
         )
-        self.bottleneck = ConvNormAct(self.in_channels + len(self.pool_scales) * channels, channels)
+        self.bottleneck = self.conv(self.in_channels + len(self.pool_scales) * channels, channels)
 
     def context(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
