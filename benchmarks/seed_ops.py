@@ -425,7 +425,8 @@ def _build(seed: nn.Module) -> tuple[nn.Module, list[tuple[str, str]]]:
         ours, pairs = _build(seed.block)
         return Recurrent(ours, seed.times), [(f"block.{o}", f"block.{s}") for o, s in pairs]
     if isinstance(seed, _SelfAttentionBlock):
-        ours = SelfAttention2d(seed.in_channels, seed.key_channels, seed.value_channels, seed.out_channels, seed.scale)
+        ours = SelfAttention2d(seed.in_channels, key_channels=seed.key_channels, value_channels=seed.value_channels,
+                               out_channels=seed.out_channels, scale=seed.scale)
         pairs = (_conv_pairs("f_key.0", "f_key.0", bias=False) + _bn_pairs("f_key.1", "f_key.1")
                  + _conv_pairs("f_value", "f_value") + _conv_pairs("W", "W"))
         return ours, pairs
@@ -436,8 +437,9 @@ def _build(seed: nn.Module) -> tuple[nn.Module, list[tuple[str, str]]]:
             raise ValueError(f"inter_channels {seed.inter_channels} does not divide in_channels {seed.in_channels}")
         concat = isinstance(seed, _NonLocalBlockNDConcatenation)
         # The seed's embedded Gaussian has no 1/sqrt(C') scaling: use_scale=False.
-        ours = NonLocal2d(seed.in_channels, seed.in_channels // seed.inter_channels,
-                          "concatenation" if concat else "embedded_gaussian", seed.sub_sample, use_scale=False)
+        ours = NonLocal2d(seed.in_channels, reduction=seed.in_channels // seed.inter_channels,
+                          mode="concatenation" if concat else "embedded_gaussian", sub_sample=seed.sub_sample,
+                          use_scale=False)
         assert ours.inter_channels == seed.inter_channels
         pairs = (_conv_pairs("g", _pooled("g", seed.sub_sample)) + _conv_pairs("theta", "theta")
                  + _conv_pairs("phi", _pooled("phi", seed.sub_sample))

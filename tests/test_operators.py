@@ -102,19 +102,20 @@ def test_concatenation_handles_all_and_no_active_keys():
 @pytest.mark.parametrize("scale", [1, 2])
 @pytest.mark.parametrize(("key_channels", "value_channels", "out_channels"), [(4, 4, None), (3, 5, 7)])
 def test_self_attention_matches_seed_formula(key_channels, value_channels, out_channels, scale, shape):
-    block = SelfAttention2d(shape[1], key_channels, value_channels, out_channels, scale=scale)
+    block = SelfAttention2d(shape[1], key_channels=key_channels, value_channels=value_channels,
+                            out_channels=out_channels, scale=scale)
     _check_forward_and_backward(block, shape, reference.self_attention)
 
 
 def test_self_attention_starts_with_zero_context():
-    block = SelfAttention2d(8, 4, 6, out_channels=5, scale=2)
+    block = SelfAttention2d(8, key_channels=4, value_channels=6, out_channels=5, scale=2)
     out = block(torch.randn(2, 8, 7, 6))
     assert out.shape == (2, 5, 7, 6) and torch.equal(out, torch.zeros_like(out))
 
 
 @pytest.mark.parametrize("scale", [1, 2])
 def test_self_attention_attention_map_matches_reference_rows(scale):
-    block = randomize(SelfAttention2d(8, 4, 6, scale=scale)).double()
+    block = randomize(SelfAttention2d(8, key_channels=4, value_channels=6, scale=scale)).double()
     x = torch.randn(2, 8, 6, 5, dtype=torch.float64)
     _, full = reference.self_attention(x, block, return_map=True)
     queries = torch.tensor([[0, 0], [1, 2], [5, 4]])
@@ -135,7 +136,7 @@ def test_self_attention_attention_map_matches_reference_rows(scale):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", [2, 1])  # key dim != value dim (chunked kernel), == (SDPA)
 def test_position_attention_matches_seed_formula(reduction, shape):
-    _check_forward_and_backward(PositionAttention(shape[1], reduction), shape, reference.position_attention)
+    _check_forward_and_backward(PositionAttention(shape[1], reduction=reduction), shape, reference.position_attention)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -245,7 +246,7 @@ BAD_QUERIES = [torch.tensor([[5, 0]]), torch.tensor([[0, -1]]), torch.tensor([0,
 @pytest.mark.parametrize("queries", BAD_QUERIES)
 def test_attention_map_rejects_bad_queries(queries):
     x = torch.randn(1, 8, 5, 7)
-    for block in (NonLocal2d(8), SelfAttention2d(8, 4, 4), PositionAttention(8), CrissCrossAttention(8)):
+    for block in (NonLocal2d(8), SelfAttention2d(8, key_channels=4, value_channels=4), PositionAttention(8), CrissCrossAttention(8)):
         with pytest.raises(ValueError, match="queries"):
             block.attention_map(x, queries)
 
@@ -293,8 +294,8 @@ LEAN = {
     "non_local_gaussian": (16, lambda: NonLocal2d(16, mode="gaussian")),
     "non_local_dot_product": (16, lambda: NonLocal2d(16, mode="dot_product")),
     "non_local_concatenation": (64, lambda: NonLocal2d(64, mode="concatenation")),
-    "self_attention": (16, lambda: SelfAttention2d(16, 8, 8)),
-    "self_attention_uneven": (16, lambda: SelfAttention2d(16, 4, 16)),
+    "self_attention": (16, lambda: SelfAttention2d(16, key_channels=8, value_channels=8)),
+    "self_attention_uneven": (16, lambda: SelfAttention2d(16, key_channels=4, value_channels=16)),
     "position_attention": (16, lambda: PositionAttention(16)),
 }
 
@@ -331,7 +332,7 @@ def test_dense_operators_never_build_the_n_by_n_matrix(name, one_thread):
         lambda: NonLocal2d(8, mode="embedded_gaussian", sub_sample=True),
         lambda: NonLocal2d(8, mode="concatenation"),
         lambda: NonLocal2d(8, mode="gaussian"),
-        lambda: SelfAttention2d(8, 4, 6, scale=2),
+        lambda: SelfAttention2d(8, key_channels=4, value_channels=6, scale=2),
         lambda: PositionAttention(8, reduction=2),
         lambda: ChannelAttention(),
         lambda: GlobalContextBlock(16, fusion=("add", "mul")),

@@ -29,7 +29,7 @@ class GlobalContextResidual(nn.Module):
             raise TypeError(f"expected a torchvision BasicBlock or Bottleneck, got {type(block).__name__}")
         self.block = block
         last_norm = block.bn3 if isinstance(block, Bottleneck) else block.bn2
-        self.gc = GlobalContextBlock(last_norm.num_features, ratio)
+        self.gc = GlobalContextBlock(last_norm.num_features, ratio=ratio)
 
     def forward(self, x: Tensor) -> Tensor:
         b = self.block

@@ -1,4 +1,9 @@
-"""Context operators: plain ``nn.Module``s mapping (B, C, H, W) features to context features."""
+"""Context operators: plain ``nn.Module``s mapping (B, C, H, W) features to context features.
+
+One constructor style: ``Operator(channels, *, <width: reduction / key_channels / ratio>,
+<mode options>, activation=...)``, the channel count the only positional argument, the defaults
+the paper's (``ChannelAttention`` has no weights but its scale and takes no arguments).
+"""
 
 from lit_seg.models.attention.criss_cross import CrissCrossAttention
 from lit_seg.models.attention.disentangled_non_local import DisentangledNonLocal2d

@@ -20,12 +20,12 @@ class CrissCrossAttention(nn.Module):
     column term is masked with -inf so it is counted once.
     """
 
-    def __init__(self, in_channels: int, reduction: int = 8) -> None:
+    def __init__(self, channels: int, *, reduction: int = 8) -> None:
         super().__init__()
-        key_channels = max(in_channels // reduction, 1)
-        self.query = nn.Conv2d(in_channels, key_channels, 1)
-        self.key = nn.Conv2d(in_channels, key_channels, 1)
-        self.value = nn.Conv2d(in_channels, in_channels, 1)
+        key_channels = max(channels // reduction, 1)
+        self.query = nn.Conv2d(channels, key_channels, 1)
+        self.key = nn.Conv2d(channels, key_channels, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def _weights(self, x: Tensor) -> Tensor:

@@ -26,13 +26,13 @@ class DisentangledNonLocal2d(NonLocal2d):
     vector with their own batch statistics (so training needs batches of at least 2).
     """
 
-    def __init__(self, in_channels: int, reduction: int = 2, use_scale: bool = True,
+    def __init__(self, channels: int, *, reduction: int = 2, use_scale: bool = True,
                  temperature: float = 0.05) -> None:
         if temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {temperature}")
-        super().__init__(in_channels, reduction, "embedded_gaussian", sub_sample=False, use_scale=use_scale)
+        super().__init__(channels, reduction=reduction, use_scale=use_scale)
         self.temperature = temperature
-        self.conv_mask = nn.Conv2d(in_channels, 1, 1)
+        self.conv_mask = nn.Conv2d(channels, 1, 1)
 
     def _scale(self) -> float:
         return super()._scale() / self.temperature

@@ -43,7 +43,8 @@ class GlobalContextBlock(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
+        channels: int,
+        *,
         ratio: float = 1 / 16,
         pooling: GCPooling = "att",
         fusion: Sequence[GCFusion] = ("add",),
@@ -56,14 +57,14 @@ class GlobalContextBlock(nn.Module):
             raise ConfigError(f"fusion must be a non-empty subset of {get_args(GCFusion)}, got {fusion!r}")
         self.pooling = pooling
         self.fusion = fusion
-        self.planes = max(int(in_channels * ratio), 1)
+        self.planes = max(int(channels * ratio), 1)
         if pooling == "att":
-            self.conv_mask = nn.Conv2d(in_channels, 1, 1)
+            self.conv_mask = nn.Conv2d(channels, 1, 1)
             # As mmcv's ContextBlock.reset_parameters: Kaiming normal (fan_in), zero bias.
             nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(self.conv_mask.bias)
-        self.channel_add_conv = _bottleneck(in_channels, self.planes) if "add" in fusion else None
-        self.channel_mul_conv = _bottleneck(in_channels, self.planes) if "mul" in fusion else None
+        self.channel_add_conv = _bottleneck(channels, self.planes) if "add" in fusion else None
+        self.channel_mul_conv = _bottleneck(channels, self.planes) if "mul" in fusion else None
 
     def attention_map(self, x: Tensor, queries: Tensor | None = None) -> Tensor:
         """The pooling weights over the positions, (B, 1, H, W), summing to 1.

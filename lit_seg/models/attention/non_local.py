@@ -47,7 +47,8 @@ class NonLocal2d(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
+        channels: int,
+        *,
         reduction: int = 2,
         mode: NonLocalMode = "embedded_gaussian",
         sub_sample: bool = False,
@@ -59,15 +60,15 @@ class NonLocal2d(nn.Module):
         self.mode = mode
         self.use_scale = use_scale
         self.sub_sample = sub_sample
-        self.inter_channels = max(in_channels // reduction, 1)
-        self.g = nn.Conv2d(in_channels, self.inter_channels, 1)
+        self.inter_channels = max(channels // reduction, 1)
+        self.g = nn.Conv2d(channels, self.inter_channels, 1)
         if mode != "gaussian":
-            self.theta = nn.Conv2d(in_channels, self.inter_channels, 1)
-            self.phi = nn.Conv2d(in_channels, self.inter_channels, 1)
+            self.theta = nn.Conv2d(channels, self.inter_channels, 1)
+            self.phi = nn.Conv2d(channels, self.inter_channels, 1)
         if mode == "concatenation":
             self.concat_project = nn.Conv2d(2 * self.inter_channels, 1, 1, bias=False)
         # The conv bias before BatchNorm would be cancelled by the batch mean: left out.
-        self.W = nn.Sequential(nn.Conv2d(self.inter_channels, in_channels, 1, bias=False), nn.BatchNorm2d(in_channels))
+        self.W = nn.Sequential(nn.Conv2d(self.inter_channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
         nn.init.zeros_(self.W[1].weight)
         nn.init.zeros_(self.W[1].bias)
         self.pool = nn.MaxPool2d(2) if sub_sample else nn.Identity()

@@ -18,8 +18,8 @@ from lit_seg.models.attention.functional import (
 class SelfAttention2d(nn.Module):
     """Object context: ``W(softmax(q k^T / sqrt(key_channels)) v)``, the context only (no residual).
 
-    Input (B, in_channels, H, W), output (B, out_channels, H, W) (``out_channels`` defaults to
-    ``in_channels``). Query and key share ONE projection ``f_key`` (1x1 conv + BatchNorm +
+    Input (B, channels, H, W), output (B, out_channels, H, W) (``out_channels`` defaults to
+    ``channels``). Query and key share ONE projection ``f_key`` (1x1 conv + BatchNorm +
     ``activation``: the official code's InPlaceABNSync is BN + leaky ReLU, ``leaky_relu`` here;
     ``relu`` is mmsegmentation's norm/act, the recipe's default); the value is a 1x1 conv to
     ``value_channels``; the output conv ``W``
@@ -31,12 +31,12 @@ class SelfAttention2d(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
+        channels: int,
+        *,
         key_channels: int,
         value_channels: int,
         out_channels: int | None = None,
         scale: int = 1,
-        *,
         activation: Activation = "relu",
     ) -> None:
         super().__init__()
@@ -45,13 +45,13 @@ class SelfAttention2d(nn.Module):
         self.scale = scale
         self.key_channels = key_channels
         self.value_channels = value_channels
-        self.out_channels = in_channels if out_channels is None else out_channels
+        self.out_channels = channels if out_channels is None else out_channels
         self.pool = nn.MaxPool2d(scale) if scale > 1 else nn.Identity()
         # The conv bias before BatchNorm would be cancelled by the batch mean: left out.
         self.f_key = nn.Sequential(
-            nn.Conv2d(in_channels, key_channels, 1, bias=False), nn.BatchNorm2d(key_channels), activation_layer(activation)
+            nn.Conv2d(channels, key_channels, 1, bias=False), nn.BatchNorm2d(key_channels), activation_layer(activation)
         )
-        self.f_value = nn.Conv2d(in_channels, value_channels, 1)
+        self.f_value = nn.Conv2d(channels, value_channels, 1)
         self.W = nn.Conv2d(value_channels, self.out_channels, 1)
         nn.init.zeros_(self.W.weight)
         nn.init.zeros_(self.W.bias)

@@ -35,7 +35,7 @@ class CCHead(ContextHead):
         if recurrence < 1:
             raise ConfigError(f"CCHead: recurrence must be >= 1, got {recurrence}")
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
-                         lambda c: CrissCrossAttention(c, reduction))
+                         lambda c: CrissCrossAttention(c, reduction=reduction))
         self.recurrence = recurrence
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:

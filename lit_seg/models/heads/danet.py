@@ -51,7 +51,7 @@ class DAHead(DecodeHead):
         self.pam = self.cam = None
         if "pam" in branches:
             self.pam_in = self.conv(self.in_channels, channels)
-            self.pam = PositionAttention(channels, reduction)
+            self.pam = PositionAttention(channels, reduction=reduction)
             self.pam_out = self.conv(channels, channels)
         if "cam" in branches:
             self.cam_in = self.conv(self.in_channels, channels)

@@ -40,7 +40,7 @@ class GCHead(ContextHead):
         activation: Activation = "relu",
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
-                         lambda c: GlobalContextBlock(c, ratio, pooling, fusion))
+                         lambda c: GlobalContextBlock(c, ratio=ratio, pooling=pooling, fusion=fusion))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """``{"gc": (B, Q, h, w)}``: the block's one pooling map (sums to 1), the same for every query."""

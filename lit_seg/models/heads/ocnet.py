@@ -176,8 +176,8 @@ class OCHead(DecodeHead):
         half = max(channels // 2, 1)
 
         def attention(width: int, key: int, value: int, pool: int = 1) -> SelfAttention2d:
-            return SelfAttention2d(width, key_channels or key, value_channels or value, width, scale or pool,
-                                   activation=activation)
+            return SelfAttention2d(width, key_channels=key_channels or key, value_channels=value_channels or value,
+                                   scale=scale or pool, activation=activation)
 
         if mode == "base":
             self.conv_in = self.conv(self.in_channels, channels)
