@@ -354,7 +354,19 @@ def _parse_error_message(err: Exception) -> str:
     return f"{text} (see --help for the accepted options)"
 
 
+# Research tools behind subcommands of the same command: the module whose ``main(argv)`` runs each.
+TOOLS = {
+    "bench": "lit_seg.study.bench",               # cost harness: operators vs the seeds, heads, sweeps
+    "bench-step": "lit_seg.study.training_step",  # Lightning's per-step overhead against a bare loop
+}
+
+
 def main(args: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in TOOLS:
+        import importlib
+
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
@@ -362,7 +374,7 @@ def main(args: Sequence[str] | None = None) -> None:
     _created_run_folder, fault_tolerance.stopped_by = None, None
     try:
         check_wandb_mode()
-        argv = expand_argv(sys.argv[1:] if args is None else args)
+        argv = expand_argv(argv)
         # Through sys.argv, not args=: LightningCLI warns when it is given both.
         sys.argv = [sys.argv[0], *argv]
         LitSegCLI()

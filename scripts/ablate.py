@@ -18,7 +18,7 @@ Each run is ``python -m lit_seg fit --config <experiment> --seed_everything <see
 each run one row goes into ``results/<ablation>.csv`` (rewritten atomically): experiment, head
 and its options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, parameters,
 the head's FLOPs, latency and peak memory (measured once per experiment by the cost harness,
-benchmarks/harness.py, at the experiment's training batch), steps, wall time, W&B run id and run
+lit_seg/study/harness.py, at the experiment's training batch), steps, wall time, W&B run id and run
 folder. Runs with a finished row are skipped, so an interrupted ablation resumes where it stopped:
 a run cut off midway (Ctrl-C, SIGTERM, kill) goes on from its last checkpoint in its own folder
 (``lit-seg fit --resume``); failed runs get a ``failed`` row and are retried next time.
@@ -175,7 +175,7 @@ def run_key(experiment: str, seed: int | str, overrides: str) -> tuple[str, str,
 
 def measure_cost(experiment: Path, overrides: Sequence[str], runner) -> dict:
     """The head's parameters, FLOPs, latency and peak memory at the experiment's training batch
-    (one fresh process, benchmarks/harness.py), and the whole model's forward FLOPs per image."""
+    (one fresh process, lit_seg/study/harness.py), and the whole model's forward FLOPs per image."""
     result = runner({"kind": "experiment", "config": str(experiment), "overrides": list(overrides),
                      "repeats": 10, "min_time": 1.0, "warmup": 3})
     if "error" in result:
@@ -398,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs = {}
     # Costs first, while no run competes for the cores (latencies would be inflated).
     if not args.no_cost:
-        from benchmarks.runner import Runner
+        from lit_seg.study.runner import Runner
 
         runner = Runner(fresh_process=True, timeout=600)
         for experiment in dict.fromkeys(e for e, _ in (plan if args.remeasure_cost else todo)):

@@ -4,15 +4,16 @@ No timing assertions: sizes are tiny and the machine is shared.
 """
 
 import csv
-import importlib.util
 import math
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import harness, seed_ops
-from tests.conftest import ROOT, randomize
+from lit_seg.cli import main as cli_main
+from lit_seg.study import harness, seed_ops
+from lit_seg.study.runner import Runner
+from tests.conftest import randomize
 
 SEEDS = {
     "self_attention": (lambda: seed_ops._SelfAttentionBlock(8, 4, 6, 5), (2, 8, 5, 7)),
@@ -114,7 +115,7 @@ def test_peak_memory_sees_torch_allocations():
 def test_fresh_process_measurement():
     spec = {"kind": "operator", "name": "cam", "impl": "seed", "channels": 8, "size": [4, 4], "batch": 1,
             "dtype": "float32", "device": "cpu", "warmup": 0, "repeats": 1, "threads": 1}
-    result = _script().Runner(fresh_process=True, timeout=120)(spec)
+    result = Runner(fresh_process=True, timeout=120)(spec)
     assert "error" not in result, result
     assert result["peak_fwdbwd"] > 0 and not math.isnan(result["rss_fwdbwd"])
 
@@ -127,20 +128,13 @@ COLUMNS = {"name", "impl", "params", "flops_fwd", "flops_fwdbwd", "gflop_fwd", "
            "peak_fwdbwd_mib", "rss_fwdbwd_mib", "gflops_achieved", "matmul_fraction", "load1", "note"}
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("benchmark_heads", ROOT / "scripts" / "benchmark_heads.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _read(path):
     with path.open() as f:
         return list(csv.DictReader(f))
 
 
 def test_harness_runs_every_operator_and_head(tmp_path):
-    _script().main(TINY + ["--head-channels", "8", "--head-repeats", "1", "--out", str(tmp_path)])
+    cli_main(["bench", *TINY, "--head-channels", "8", "--head-repeats", "1", "--out", str(tmp_path)])
     operators = _read(tmp_path / "operators.csv")
     assert COLUMNS | {"speedup_fwdbwd", "memory_ratio_fwdbwd"} <= set(operators[0])
     assert [(r["name"], r["impl"]) for r in operators] == [
@@ -161,7 +155,7 @@ def test_harness_runs_every_operator_and_head(tmp_path):
 
 def test_sweep_mode(tmp_path):
     # 8x8 is a "large" point: its time is that of the counting pass.
-    _script().main(TINY + ["--sweep", "4", "8", "--sweep-large", "8", "--operators", "pam", "criss_cross_r2",
+    cli_main(["bench", *TINY, "--sweep", "4", "8", "--sweep-large", "8", "--operators", "pam", "criss_cross_r2",
                            "non_local_concat", "--out", str(tmp_path)])
     rows = _read(tmp_path / "sweep.csv")
     assert [(r["name"], r["height"], r["impl"]) for r in rows] == [
@@ -174,14 +168,14 @@ def test_sweep_mode(tmp_path):
 
 
 def test_sweep_skips_a_seed_that_cannot_fit(tmp_path):
-    _script().main(TINY + ["--sweep", "8", "--operators", "non_local_concat", "--max-seed-gib", "1e-6",
+    cli_main(["bench", *TINY, "--sweep", "8", "--operators", "non_local_concat", "--max-seed-gib", "1e-6",
                            "--out", str(tmp_path)])
     ours, seed = _read(tmp_path / "sweep.csv")
     assert ours["note"] == "" and seed["note"].startswith("skipped")
 
 
 def test_ccnet_claim_mode(tmp_path):
-    _script().main(TINY + ["--ccnet-claim", "--claim-size", "9", "9", "--claim-channels", "16", "--out", str(tmp_path)])
+    cli_main(["bench", *TINY, "--ccnet-claim", "--claim-size", "9", "9", "--claim-channels", "16", "--out", str(tmp_path)])
     rows = {(r["name"], r["impl"]): r for r in _read(tmp_path / "ccnet_claim.csv")}
     assert set(rows) == {(n, i) for n in ("non_local", "criss_cross_r1", "criss_cross_r2") for i in ("ours", "seed")}
     for impl in ("ours", "seed"):
@@ -189,3 +183,13 @@ def test_ccnet_claim_mode(tmp_path):
         assert r2 == 2 * r1 > 0 and rows["non_local", impl]["batch"] == "1"
     text = (tmp_path / "ccnet_claim.md").read_text()
     assert "saves" in text and "paper" in text
+
+
+def test_training_step_benchmark_through_the_subcommand(tmp_path):
+    summary = cli_main(["bench-step", "--steps", "2", "--warmup", "1", "--rounds", "1", "--batch", "2",
+                        "--size", "32", "32", "--out", str(tmp_path)])
+    assert summary["bare_ms"] > 0 and summary["lightning_ms"] > 0
+    assert summary["ratio"] == round(summary["lightning_ms"] / summary["bare_ms"], 4)
+    lines = (tmp_path / "training_step.csv").read_text().splitlines()
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))  # a closing comment line
+    assert {r["loop"] for r in rows} == {"bare", "lightning"} and all(int(r["steps"]) == 2 for r in rows)

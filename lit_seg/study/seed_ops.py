@@ -3,7 +3,7 @@
 Each class is the seed's code with only the changes noted at it (the seeds target PyTorch 0.4 /
 CUDA; nothing here is optimised). :func:`ours_from_seed` builds the matching lit_seg operator with
 the same configuration and copies the weights, so the two can be compared output for output
-(tests/test_benchmark.py) and cost for cost (scripts/benchmark_heads.py).
+(tests/test_benchmark.py) and cost for cost (``lit-seg bench``).
 
 Seed files (the five documents the project was created from):
 

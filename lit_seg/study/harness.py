@@ -1,4 +1,4 @@
-"""Measurement worker of the cost harness (driven by scripts/benchmark_heads.py).
+"""Measurement worker of the cost harness (driven by ``lit-seg bench``, lit_seg/study/bench.py).
 
 One call of :func:`measure` builds one operator or head, one input, and measures, in order:
 
@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import seed_ops
+from lit_seg.study import seed_ops
 from lit_seg import flops as _flops
 from lit_seg.models.heads import HEADS
 

@@ -1,7 +1,7 @@
 """Lightning's training step vs the bare loop, on the ``ccnet_r2`` experiment's model and batch.
 
-    scripts/run python scripts/benchmark_training_step.py
-    scripts/run python scripts/benchmark_training_step.py --steps 10 --warmup 2 --rounds 1 --batch 2 --size 32 32
+    lit-seg bench-step
+    lit-seg bench-step --steps 10 --warmup 2 --rounds 1 --batch 2 --size 32 32
 
 The model is experiments/ccnet_r2.yaml's: ``SegmentationModule(head=partial(CCHead, channels=64,
 recurrence=2), num_classes=4, encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)`` with
@@ -33,20 +33,13 @@ import warnings
 from functools import partial
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-
-from lit_seg.models.heads import CCHead  # noqa: E402
-from lit_seg.module import SegmentationModule  # noqa: E402
-from lit_seg.optim import SGD  # noqa: E402
+from lit_seg.models.heads import CCHead
+from lit_seg.module import SegmentationModule
+from lit_seg.optim import SGD
 
 NUM_CLASSES = 4
 
@@ -116,14 +109,15 @@ def lightning_steps(images: torch.Tensor, masks: torch.Tensor, steps: int) -> li
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="lit-seg bench-step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round and loop")
     parser.add_argument("--warmup", type=int, default=5, help="discarded steps at the start of each round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating bare / Lightning rounds")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     lines = [
         "# Training step: Lightning vs bare PyTorch (ccnet_r2 model)",
         "",
-        f"- command: `scripts/benchmark_training_step.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- command: `lit-seg bench-step {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}, "
         f"lightning {pl.__version__}; {torch.get_num_threads()} threads; 1-min load {min(loads):.2f}–{max(loads):.2f}",
         f"- model: resnet18 (depth 3) + CCHead(channels 64, R=2), {NUM_CLASSES} classes; batch {args.batch} at "

@@ -1,17 +1,15 @@
-"""Runs cost measurements (:func:`benchmarks.harness.measure`) in fresh processes.
+"""Runs cost measurements (:func:`lit_seg.study.harness.measure`) in fresh processes.
 
-Used by scripts/benchmark_heads.py and scripts/ablate.py. A fresh process per measurement gives
+Used by ``lit-seg bench`` and ``lit-seg ablate``. A fresh process per measurement gives
 every one a clean allocator and OpenMP state, which the CPU peak-memory numbers need.
 """
 
 import multiprocessing as mp
 import os
 import time
-from pathlib import Path
 
-from benchmarks import harness
+from lit_seg.study import harness
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Runner:
@@ -24,10 +22,8 @@ class Runner:
             # The fork server imports torch, lit_seg and the seeds once and never computes
             # anything, so every measurement process starts with a clean allocator and no
             # OpenMP state, without paying the imports again.
-            paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-            os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
             self.ctx = mp.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["benchmarks.harness"])
+            self.ctx.set_forkserver_preload(["lit_seg.study.harness"])
 
     def __call__(self, spec: dict) -> dict:
         load = os.getloadavg()[0]

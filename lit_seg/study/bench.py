@@ -1,11 +1,11 @@
 """One cost harness for every context operator (ours and the seeds') and every decode head.
 
-    scripts/run python scripts/benchmark_heads.py                      # operators + heads, C=512, 64x64, batch 2
-    scripts/run python scripts/benchmark_heads.py --sweep 32 64 96 128 # operators: time and memory vs size
-    scripts/run python scripts/benchmark_heads.py --ccnet-claim        # CCNet's FLOPs claim, 1x512x97x97
-    scripts/run python scripts/benchmark_heads.py --device cuda --dtype bfloat16
+    lit-seg bench                         # operators + heads, C=512, 64x64, batch 2
+    lit-seg bench --sweep 32 64 96 128    # operators: time and memory vs size
+    lit-seg bench --ccnet-claim           # CCNet's FLOPs claim, 1x512x97x97
+    lit-seg bench --device cuda --dtype bfloat16
 
-For every operator, ours (lit_seg.models.attention) and the seed's code (benchmarks/seed_ops.py,
+For every operator, ours (lit_seg.models.attention) and the seed's code (lit_seg/study/seed_ops.py,
 same configuration and weights) are measured back to back in the same run; heads are ours only
 (features ``(batch, channels, H, W)`` as the deepest encoder map, head width ``--head-channels``).
 Each measurement: parameters; FLOPs of the forward and of forward + backward
@@ -23,7 +23,7 @@ profiler's memory events (``profile_memory=True``: every allocation and free of 
 allocator with its size; the maximum of their running sum is the peak growth, the CPU
 counterpart of ``max_memory_allocated``); the growth of the process's peak RSS (``VmHWM``, reset
 through ``/proc/self/clear_refs``) is reported alongside as a cross-check that also sees memory
-outside torch's allocator (see benchmarks/harness.py).
+outside torch's allocator (see lit_seg/study/harness.py).
 
 Outputs (``--out``, default results/benchmark/): operators.{csv,md}, heads.{csv,md};
 sweep.{csv,md,png} with ``--sweep``; ccnet_claim.{csv,md} with ``--ccnet-claim``.
@@ -38,12 +38,8 @@ import platform
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import harness  # noqa: E402
-from benchmarks.runner import Runner  # noqa: E402
+from lit_seg.study import harness
+from lit_seg.study.runner import Runner
 
 MIB = 2**20
 CLAIM_OPERATORS = ["non_local", "criss_cross_r1", "criss_cross_r2"]
@@ -145,7 +141,7 @@ def _header(args, title: str, machine: dict, loads: list[float], latency: str) -
     lines = [
         f"# {title}",
         "",
-        f"- command: `{' '.join(['scripts/benchmark_heads.py', *args.argv])}`",
+        f"- command: `{' '.join(['lit-seg bench', *args.argv])}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; device {args.device}, "
         f"{machine.get('threads', '?')} threads, dtype {args.dtype}, denormals "
@@ -434,7 +430,8 @@ def run_claim(args, run: Runner, machine: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="lit-seg bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=512, help="feature channels C (512)")
     parser.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="feature size (64 64)")
     parser.add_argument("--batch", type=int, default=2)
@@ -475,7 +472,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process (fast; RSS then not from a fresh process)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
