@@ -301,6 +301,11 @@ def _run_folder_without_csv(config, experiment: str, run_id: str, rank: int) -> 
         version = (os.environ.get(_RUN_VERSION_ENV) if rank else None) or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
         run_dir = Path(config.trainer.get("default_root_dir") or RUNS_DIR) / experiment / version
     config.trainer.default_root_dir = str(run_dir)
+    if config.trainer.logger is False or config.trainer.logger == []:
+        # It only sends the learning rate to loggers, and Lightning refuses it without one.
+        callbacks = config.trainer.get("callbacks") or []
+        config.trainer.callbacks = [cb for cb in callbacks
+                                    if not str(getattr(cb, "class_path", "")).endswith("LearningRateMonitor")]
     return run_dir, run_dir.name.rsplit("-", 1)[-1]
 
 

@@ -154,4 +154,3 @@ def test_a_run_without_loggers_still_gets_its_own_run_folder(tmp_path):
     assert len(folders) == 2
     for folder in folders:
         assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
-        assert (folder / "summary.json").is_file()
