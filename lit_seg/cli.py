@@ -7,6 +7,8 @@ Every run gets its own folder ``runs/<experiment>/<version>/`` holding the full 
 
 import copy
 import os
+import re
+import shutil
 import sys
 import time
 import warnings
@@ -19,7 +21,7 @@ from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from lit_seg import fault_tolerance
+from lit_seg import fault_tolerance, run_lock
 from lit_seg.checkpoints import check_checkpoint_fits, read_checkpoint, resume_checkpoint, resume_config, resume_into
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.module import SegmentationModule
@@ -40,21 +42,36 @@ def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
         # with the parent's (already expanded) command line.
         return [str(path)]
     path = Path(path)
-    if path in _seen:
-        raise ConfigError(f"config {path} includes itself through _base_")
+    try:
+        # Resolved, so that a cycle written through `../` or a symlink is seen as one.
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {getattr(err, 'strerror', None) or err}") from err
+    if resolved in _seen:
+        raise ConfigError(f"config {path} includes itself through _base_ (a cycle: "
+                          f"{' -> '.join(p.name for p in (*_seen, resolved))}); remove one of those _base_ entries")
     try:
         text = path.read_text()
-        content = yaml.safe_load(text) or {}
+        content = yaml.safe_load(text)
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".replace("\n", " ")) from err
-    if not isinstance(content, dict) or "_base_" not in content:
+    content = {} if content is None else content
+    if not isinstance(content, dict):
+        raise ConfigError(f"config file {path} holds a YAML {type(content).__name__}, not a mapping of settings: "
+                          f"write `key: value` lines (model:, data:, trainer: ...), as experiments/base.yaml does")
+    if "_base_" not in content:
         return [str(path)]
     bases = content.pop("_base_")
+    if isinstance(bases, str):
+        bases = [bases]
+    if not bases or not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"config file {path}: _base_ must name a file or a list of files (relative to {path.parent}),"
+                          f" e.g. `_base_: base.yaml`; got {bases!r}; give the file or remove the _base_ line")
     expanded: list[str] = []
-    for base in [bases] if isinstance(bases, str) else bases:
-        expanded += expand_bases(path.parent / base, _seen + (path,))
+    for base in bases:
+        expanded += expand_bases(path.parent / base, _seen + (resolved,))
     content.setdefault("experiment", path.stem)
     return expanded + [yaml.safe_dump(content, sort_keys=False)]
 
@@ -180,6 +197,8 @@ class LitSegCLI(LightningCLI):
             raise user_error from None
 
     def after_instantiate_classes(self) -> None:
+        global _trainer
+        _trainer = getattr(self, "trainer", None)  # read when the run fails: did it take a step?
         if self._checkpoint is not None:
             check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
             self._checkpoint = None
@@ -200,7 +219,7 @@ class LitSegCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else []
         csv = next((lg for lg in loggers if lg.class_path.endswith("CSVLogger")), None)
-        if csv is None:
+        if csv is None and not self.subcommand:
             return
         self.save_config_kwargs["run_independent_config"] = independent = copy.deepcopy(config)
         independent.resume = None  # the saved config starts a run; `--resume <folder>` continues this one
@@ -212,20 +231,26 @@ class LitSegCLI(LightningCLI):
         # Under `wandb agent` the run id is the agent's (wandb ignores any other): the folder takes it.
         agent_run_id = sweep_agent_run_id()
         run_id = agent_run_id or _new_run_id()
-        fresh = not csv.init_args.version and not resumed
-        if resumed:
-            run_id = resume_into(csv, Path(resumed), self._checkpoint)
-        if csv.init_args.name in (None, "", "lightning_logs"):
-            csv.init_args.name = experiment
         rank = _process_rank()
-        if rank and not resumed and os.environ.get(_RUN_VERSION_ENV):  # a DDP process Lightning started
-            csv.init_args.version = os.environ[_RUN_VERSION_ENV]
-            run_id = csv.init_args.version.rsplit("-", 1)[-1]
-        csv.init_args.version = csv.init_args.version or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
-        run_dir = Path(csv.init_args.save_dir) / csv.init_args.name / csv.init_args.version
+        if csv is None:
+            # No CSV logger (`--trainer.logger false`, or W&B alone): the run still gets its folder, as the
+            # trainer's root (config.yaml and checkpoints/ go there), never the current folder.
+            fresh = not resumed
+            run_dir, run_id = _run_folder_without_csv(config, experiment, run_id, rank)
+        else:
+            fresh = not csv.init_args.version and not resumed
+            if resumed:
+                run_id = resume_into(csv, Path(resumed), self._checkpoint)
+            if csv.init_args.name in (None, "", "lightning_logs"):
+                csv.init_args.name = experiment
+            if rank and not resumed and os.environ.get(_RUN_VERSION_ENV):  # a DDP process Lightning started
+                csv.init_args.version = os.environ[_RUN_VERSION_ENV]
+                run_id = csv.init_args.version.rsplit("-", 1)[-1]
+            csv.init_args.version = csv.init_args.version or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
+            run_dir = Path(csv.init_args.save_dir) / csv.init_args.name / csv.init_args.version
         if not rank:
             _prepare_run_folder(run_dir, fresh, config.get("ckpt_path"))
-            os.environ[_RUN_VERSION_ENV] = str(csv.init_args.version)  # inherited by the processes DDP starts
+            os.environ[_RUN_VERSION_ENV] = run_dir.name  # inherited by the processes DDP starts
         for logger in loggers:
             if logger.class_path.endswith("WandbLogger"):
                 args = logger.init_args
@@ -267,6 +292,23 @@ def _states(key: str, argv: Sequence[str]) -> bool:
     return False
 
 
+def _run_folder_without_csv(config, experiment: str, run_id: str, rank: int) -> tuple[Path, str]:
+    """The run folder when no CSV logger names it: ``<default_root_dir or runs>/<experiment>/<version>``."""
+    resumed = config.get("resume")
+    if resumed:
+        run_dir = Path(resumed)
+    else:
+        version = (os.environ.get(_RUN_VERSION_ENV) if rank else None) or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
+        run_dir = Path(config.trainer.get("default_root_dir") or RUNS_DIR) / experiment / version
+    config.trainer.default_root_dir = str(run_dir)
+    if config.trainer.logger is False or config.trainer.logger == []:
+        # It only sends the learning rate to loggers, and Lightning refuses it without one.
+        callbacks = config.trainer.get("callbacks") or []
+        config.trainer.callbacks = [cb for cb in callbacks
+                                    if not str(getattr(cb, "class_path", "")).endswith("LearningRateMonitor")]
+    return run_dir, run_dir.name.rsplit("-", 1)[-1]
+
+
 def _new_run_id() -> str:
     import secrets
     import string
@@ -277,8 +319,10 @@ def _new_run_id() -> str:
 
 # --- The run folder --------------------------------------------------------------------------
 
-# The run folder this process created (removed again if the command fails before using it).
+# The run folder this process created (removed again if the command fails before its first step).
 _created_run_folder: Path | None = None
+# The fit's Trainer, once built (its global_step says whether the run took a step before failing).
+_trainer: pl.Trainer | None = None
 # The run folder's name, for the other processes of a DDP run that Lightning starts from this one.
 _RUN_VERSION_ENV = "LIT_SEG_RUN_VERSION"
 
@@ -325,26 +369,42 @@ def _prepare_run_folder(run_dir: Path, fresh: bool, ckpt_path) -> None:
                           f"logger another save_dir") from None
     if not existed:
         _created_run_folder = run_dir
+    run_lock.acquire(run_dir)  # one writer per run folder: a second `--resume` of it stops here
 
 
 def _remove_unused_run_folder() -> None:
-    """After a failed start: the run folder this process created, if nothing was written into it."""
-    folder = _created_run_folder
+    """After a failed start: the run folder this process created, unless the run took a step or wrote a
+    checkpoint (what is left then is a run, to resume or read); config, W&B files and the lock go with it."""
+    global _created_run_folder
+    folder, _created_run_folder = _created_run_folder, None
     if folder is None or not folder.is_dir():
         return
+    if (_trainer is not None and _trainer.global_step > 0) or any(folder.glob("checkpoints/*.ckpt")):
+        return
     try:
-        if not any(folder.iterdir()):
-            folder.rmdir()
-            for parent in folder.parents:  # runs/<experiment>/ and runs/, when they are empty too
-                if parent == Path(".") or parent == Path(parent.anchor) or any(parent.iterdir()):
-                    break
-                parent.rmdir()
+        import wandb
+
+        if wandb.run is not None:  # its files are in the folder: close them first
+            wandb.finish(exit_code=1, quiet=True)
+    except Exception:  # noqa: BLE001 - removing debris must not hide the error being reported
+        pass
+    run_lock.release(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        for parent in folder.parents:  # runs/<experiment>/ and runs/, when they are empty too
+            if parent == Path(".") or parent == Path(parent.anchor) or any(parent.iterdir()):
+                break
+            parent.rmdir()
     except OSError:
         pass
 
 
 def _parse_error_message(err: Exception) -> str:
     text = " ".join(str(err).split())
+    if '"model.head"' in text and "Option 'num_classes' is not accepted" in text:
+        return ("model.head.init_args.num_classes: the class count comes from the data set (data.num_classes, "
+                "passed to the head when it is built) and must not be given to the head; remove "
+                "--model.head.init_args.num_classes (to train on other classes, change the data set)")
     if '"model.head"' in text:
         from lit_seg.models import heads
 
@@ -370,11 +430,15 @@ def main(args: Sequence[str] | None = None) -> None:
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    global _created_run_folder
-    _created_run_folder, fault_tolerance.stopped_by = None, None
+    global _created_run_folder, _trainer
+    _created_run_folder, _trainer, fault_tolerance.stopped_by = None, None, None
     try:
         check_wandb_mode()
         argv = expand_argv(argv)
+        if argv[:1] == ["check-data"]:  # every file of the data set read once, before training
+            from lit_seg.data.check import main as check_data
+
+            raise SystemExit(check_data(argv[1:]))
         # Through sys.argv, not args=: LightningCLI warns when it is given both.
         sys.argv = [sys.argv[0], *argv]
         LitSegCLI()
@@ -391,13 +455,38 @@ def main(args: Sequence[str] | None = None) -> None:
         print(f"lit-seg: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
     except RunError as err:  # a full disk, a diverged loss: said in one line (what was kept, how to go on)
+        _remove_unused_run_folder()  # only if it failed before its first step
         print(f"lit-seg: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except ValueError as err:
+        _remove_unused_run_folder()
+        message = _lightning_setting_error(err)
+        if message is None:
+            raise
+        print(f"lit-seg: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     except SIGTERMException:  # Ctrl-C or SIGTERM; SaveOnInterrupt said where the checkpoint is
+        _remove_unused_run_folder()
         if fault_tolerance.stopped_by is None:
             print("lit-seg: stopped by SIGTERM before training started, or without lit_seg.fault_tolerance."
                   "SaveOnInterrupt in trainer.callbacks: nothing saved beyond the last checkpoint", file=sys.stderr)
         raise SystemExit(128 + int(fault_tolerance.stopped_by or 15)) from None
+    except Exception:  # an unexpected error: its traceback is shown, the empty run folder is not left
+        _remove_unused_run_folder()
+        raise
+
+
+def _lightning_setting_error(err: ValueError) -> str | None:
+    """A Trainer setting Lightning refuses only once the data are loaded, as one line (else None)."""
+    text = " ".join(str(err).split())
+    match = re.search(r"`val_check_interval` \((\d+)\) must be less than or equal to the number of the training "
+                      r"batches \((\d+)\)", text)
+    if match:
+        given, batches = match.groups()
+        return (f"trainer.val_check_interval {given} is more batches than an epoch has ({batches} training batches): "
+                f"give at most {batches}, a fraction of the epoch such as 0.5, or count across epochs with "
+                f"--trainer.check_val_every_n_epoch null")
+    return None
 
 
 def _one_line(err: Exception) -> str:

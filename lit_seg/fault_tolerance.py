@@ -380,6 +380,10 @@ class StopOnNonFiniteLoss(pl.Callback):
     any rank stops all of them.
     """
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._batch = batch  # looked at only when the loss is bad, to name the cause
+
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         value = loss.detach()
         bad = not bool(torch.isfinite(value).all())
@@ -391,11 +395,29 @@ class StopOnNonFiniteLoss(pl.Callback):
         last = last_good_checkpoint(trainer)
         kept = (f"last good checkpoint: {last}" if last
                 else "no checkpoint was written before it")
+        cause = _batch_cause(getattr(self, "_batch", None), getattr(pl_module, "ignore_index", 255))
+        self._batch = None
+        advice = (cause or "Lower the learning rate, or check the data (labels outside the classes?) and the "
+                           "loss weights")
         raise NonFiniteLossError(
             f"non-finite loss ({'nan' if math.isnan(shown) else shown}) at step {trainer.global_step} "
             f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}); stopped before "
-            f"applying it, nothing saved over the checkpoints; {kept}. Lower the learning rate, or check the "
-            f"data (labels outside the classes?) and the loss weights")
+            f"applying it, nothing saved over the checkpoints; {kept}. {advice}")
+
+
+def _batch_cause(batch: Any, ignore_index: int) -> str | None:
+    """What in the batch itself makes a loss non-finite, when it is not the weights (None: nothing found)."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        return None
+    images, masks = batch[0], batch[1]
+    if isinstance(images, torch.Tensor) and images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        return ("The batch's images hold NaN or infinite values: the data are at fault, not the learning rate; "
+                "check the files with lit-seg check-data")
+    if isinstance(masks, torch.Tensor) and masks.numel() and not bool((masks != ignore_index).any()):
+        return (f"The batch has no labelled pixel (every mask value is the ignore index {ignore_index}), and the loss "
+                f"averages over zero pixels: the cause is the data, not the learning rate; use a loss that gives 0 "
+                f"for such a batch (lit_seg.losses.CrossEntropy does) or find those images with lit-seg check-data")
+    return None
 
 
 class _ContinuingWriter(ExperimentWriter):

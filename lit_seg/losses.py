@@ -9,9 +9,30 @@ from torch import Tensor, nn
 from lit_seg.errors import ConfigError
 
 
+def masked_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None,
+                         ignore_index: int = 255) -> Tensor:
+    """``F.cross_entropy``'s (weighted) mean over the labelled pixels, but 0 when there are none.
+
+    PyTorch's mean divides by the labelled pixels' total weight: a batch whose masks are all
+    ``ignore_index`` (partly annotated data sets have such images) gives 0 / 0 = NaN, which would
+    stop the run. Here such a batch contributes a zero loss that is still part of the graph
+    (backward gives zero gradients), as mmseg's ``avg_non_ignore``; otherwise the value is
+    PyTorch's. No host sync: the count stays a tensor.
+    """
+    total = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="sum")
+    valid = target != ignore_index
+    if weight is None:
+        denominator = valid.sum().to(total.dtype)
+    else:
+        denominator = (weight[target.masked_fill(~valid, 0)] * valid).sum().to(total.dtype)
+    # Dividing by 1 where nothing counts keeps the zero sum (and its zero gradient) finite.
+    return total / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+
+
 class CrossEntropy(nn.Module):
     """``F.cross_entropy`` with ``ignore_index`` and optional per-class weights (PyTorch's
-    weighted mean: the sum of weighted pixel losses over the sum of the pixels' class weights)."""
+    weighted mean: the sum of weighted pixel losses over the sum of the pixels' class weights);
+    a batch without labelled pixels gives 0, not NaN (:func:`masked_cross_entropy`)."""
 
     def __init__(self, ignore_index: int = 255, class_weights: Sequence[float] | None = None) -> None:
         super().__init__()
@@ -21,7 +42,7 @@ class CrossEntropy(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         weight = None if self.class_weights is None else self.class_weights.to(logits.dtype)
-        return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
+        return masked_cross_entropy(logits, target, weight, self.ignore_index)
 
 
 class OhemCrossEntropy(CrossEntropy):

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from lit_seg.errors import ConfigError
 from lit_seg.inference import segment
-from lit_seg.losses import CrossEntropy, OhemCrossEntropy
+from lit_seg.losses import CrossEntropy, OhemCrossEntropy, masked_cross_entropy
 from lit_seg.models.encoder import build_encoder
 from lit_seg.models.encoder_decoder import EncoderDecoder, HeadFactory
 from lit_seg.models.gc_backbone import insert_global_context
@@ -176,7 +176,7 @@ class SegmentationModule(pl.LightningModule):
         scores, are_probs = self.segment(images)
         # The unweighted CE of the prediction (NLL of the averaged probabilities for multi-scale).
         loss = (F.nll_loss(scores.clamp_min(1e-12).log(), masks, ignore_index=self.ignore_index) if are_probs
-                else F.cross_entropy(scores, masks, ignore_index=self.ignore_index))
+                else masked_cross_entropy(scores, masks, ignore_index=self.ignore_index))
         self.log(f"{stage}/loss", loss, sync_dist=True)
         preds = scores.argmax(dim=1)
         self.val_iou.update(preds, masks)

@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lit_seg import run_lock  # noqa: E402
 from lit_seg.cli import expand_bases  # noqa: E402
-from lit_seg.errors import ConfigError  # noqa: E402
+from lit_seg.errors import ConfigError, RunError  # noqa: E402
 
 EXPERIMENTS = ROOT / "experiments"
 MIB = 2**20
@@ -64,6 +65,7 @@ COLUMNS_AFTER_CLASSES = [
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",
 ]
 EXIT_MARK = "# ablate: exit code "
+PID_MARK = "# ablate: pid "
 COST_COLUMNS = ["head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
 
 
@@ -250,7 +252,10 @@ class Run:
         self._out.write("$ " + " ".join(command) + "\n")
         self._out.flush()
         self.start = time.monotonic()
-        self.process = subprocess.Popen(command, env=env, stdout=self._out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+                                        preexec_fn=_die_with_parent(os.getpid()))
+        self._out.write(f"{PID_MARK}{self.process.pid}\n")  # found by the next call if this runner is killed
+        self._out.flush()
 
     def poll(self) -> int | None:
         code = self.process.poll()
@@ -272,6 +277,60 @@ class Run:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.poll()
+
+
+def _die_with_parent(parent: int):
+    """For ``preexec_fn``: the child gets SIGTERM when this runner dies, even by SIGKILL (Linux's
+    ``PR_SET_PDEATHSIG``); SIGTERM, so that it saves its last checkpoint (SaveOnInterrupt) and the
+    next call of the ablation resumes it. Elsewhere a no-op: the run folder's lock still keeps a
+    second writer out, and the next call stops an orphan it finds (:func:`stop_orphan`)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the runner died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+
+def _fit_process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live ``lit_seg fit`` (not another process that got the PID since)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and b"lit_seg" in cmdline and b"fit" in cmdline
+
+
+def stop_orphan(log: Path, timeout: float = 300.0) -> None:
+    """An earlier attempt of this run still running (its runner was killed; without PDEATHSIG, or
+    while it saves its checkpoint): stopped with SIGTERM and waited for, before its log and run
+    folder are touched again. With this ablation's lock held, no live runner owns it."""
+    if not log.is_file():
+        return
+    pids = [line.removeprefix(PID_MARK).strip() for line in log.read_text(errors="replace").splitlines()
+            if line.startswith(PID_MARK)]
+    if not pids or not pids[-1].isdigit() or not _fit_process_alive(int(pids[-1])):
+        return
+    pid = int(pids[-1])
+    print(f"  process {pid}, an earlier attempt of this run whose runner was stopped, is still running: stopping it "
+          f"(it saves its checkpoint) before resuming", flush=True)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _fit_process_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(1.0)
+            break
+        time.sleep(0.2)
 
 
 def _last_run_in(log: Path) -> tuple[Path | None, int | None]:
@@ -418,6 +477,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_rows(results, rows)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     logs = Path("runs") / "ablations" / name
+    logs.mkdir(parents=True, exist_ok=True)
+    try:  # one runner per ablation: a second one would start the same runs beside the first's
+        run_lock.acquire(logs, what="ablation folder")
+    except RunError as err:
+        print(f"ablate: error: {err}", file=sys.stderr)
+        return 2
     start, walls, failures, running, queue, done = time.monotonic(), [], 0, [], list(todo), 0
 
     def left() -> str:
@@ -459,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             while queue and len(running) < args.jobs and not (failures and args.fail_fast):
                 experiment, seed = queue.pop(0)
                 log = logs / f"{experiment.stem}-seed{seed}.log"
+                stop_orphan(log)
                 folder, code = previous_attempt(log)
                 if folder is not None and code == 0 and (folder / "summary.json").is_file():
                     # It finished, but its row was lost (the runner stopped before writing it).

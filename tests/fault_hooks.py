@@ -8,6 +8,7 @@
 import errno
 import os
 import signal
+import time
 
 import lightning.pytorch as pl
 import torch
@@ -58,3 +59,21 @@ class DiskFullAfter(AtomicCheckpointIO):
             return super()._write(checkpoint, file)
         file.write(b"PK\x03\x04" + b"\0" * 4096)  # the start of a zip, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class SleepAtStep(pl.Callback):
+    """Sleeps ``seconds`` once the ``step``-th optimiser step has been taken (0: when training starts),
+    so that a test can act while the run is surely in the middle of training."""
+
+    def __init__(self, step: int, seconds: float) -> None:
+        self.step = step
+        self.seconds = seconds
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.step == 0:
+            time.sleep(self.seconds)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if self.step and trainer.global_step == self.step:
+            time.sleep(self.seconds)

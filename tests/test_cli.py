@@ -137,3 +137,20 @@ def test_console_scripts_and_module_run_the_lit_seg_cli():
                           text=True, timeout=120)
     assert done.returncode == 0 and "--model.head" in done.stdout and "--experiment" in done.stdout
     assert "from lit_seg.cli import main" in (ROOT / "lit_seg" / "__main__.py").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_without_loggers_still_gets_its_own_run_folder(tmp_path):
+    from tests.cli_fork import run_many
+    from tests.conftest import EXPERIMENTS, TINY_FIT
+
+    # Twice in one folder: Lightning's config saver would write ./config.yaml and refuse the second.
+    command = ["fit", "--config", str(EXPERIMENTS / "ccnet_r2.yaml"), *TINY_FIT, "--trainer.max_epochs", "1",
+               "--trainer.logger", "false"]
+    for done in run_many([(command, tmp_path, {"WANDB_MODE": "disabled"})] * 2, timeout=240):
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "checkpoints").exists()
+    folders = sorted((tmp_path / "runs" / "ccnet_r2").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from lit_seg.data import SegmentationDataModule, build_dataset, eval_transform, 
 from lit_seg.data.datasets.cityscapes import LABEL_MAP as CITYSCAPES_LABEL_MAP
 from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomCropMaxRatio
 from lit_seg.errors import ConfigError
+from tests.conftest import EXPERIMENTS, lit_seg
 from tests.fixtures import tiled, write_ade20k, write_cityscapes, write_folder, write_image, write_mask, write_voc
 
 # cityscapesScripts labels.py: label id -> train id for the 19 evaluated classes; every other id
@@ -312,3 +314,62 @@ def test_segmentation_datamodule_exposes_classes_and_fails_early(tmp_path):
     assert data.num_classes == 19 and data.class_names[0] == "road"
     with pytest.raises(ConfigError, match="nowhere"):
         SegmentationDataModule("cityscapes", str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["sky", "road", "sky"], "classes.txt line 3 repeats the name 'sky' of line 1: each class needs its own name"),
+    (["sky", "", "road"], "classes.txt line 2 is blank: line k names mask value k - 1"),
+])
+def test_class_list_with_a_repeated_name_or_a_blank_line_is_refused_naming_the_line(tmp_path, lines, message):
+    root = write_folder(tmp_path / "data", class_names=lines)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_dataset("folder", root, "train")
+    (root / "classes.txt").write_text("sky\nroad\ncar\n\n\n")  # blank lines at the end are no class
+    assert build_dataset("folder", root, "train").class_names == ["sky", "road", "car"]
+
+
+def _bad_data_set(tmp_path):
+    from tests.fixtures import tiled, write_mask
+
+    root = write_folder(tmp_path / "data", size=(32, 32))
+    truncated = root / "images" / "train" / "b.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:300])  # cut off, as by an interrupted copy
+    write_mask(root / "masks" / "train" / "a.png", tiled([1], (16, 32)))  # another size than its image
+    write_mask(root / "masks" / "val" / "a.png", tiled([255], (32, 32)))  # nothing labelled
+    write_mask(root / "masks" / "val" / "b.png", tiled([1, 9], (32, 32)))  # 9: no class
+    return root
+
+
+def test_check_data_reads_every_file_once_and_names_each_bad_one(tmp_path):
+    import io
+
+    from lit_seg.data.check import check_dataset
+
+    root = _bad_data_set(tmp_path)
+    out = io.StringIO()
+    assert check_dataset("folder", str(root), ["train", "val"], workers=2, out=out) == (4, 3, 1)
+    lines = out.getvalue().splitlines()
+    assert sorted(lines) == sorted([
+        f"lit-seg: error: mask {root}/masks/train/a.png is (16, 32) (H, W) but its image {root}/images/train/a.png is "
+        f"(32, 32); every mask must have its image's size",
+        f"lit-seg: error: cannot read image {root}/images/train/b.jpg: Image is incomplete or truncated; replace the "
+        f"file (it is missing, corrupt or not a JPEG/PNG/WebP/GIF)",
+        f"lit-seg: warning: mask {root}/masks/val/a.png has no labelled pixel (every value is ignore, 255): its image "
+        f"{root}/images/val/a.png adds nothing to training; annotate it or remove it",
+        f"lit-seg: error: mask {root}/masks/val/b.png holds values [9] that are no class of the folder data set "
+        f"(5 classes, valid stored values: 0..4, 255); fix the mask or choose the data set its labels belong to",
+    ])
+    assert ".cpp" not in out.getvalue()  # no library source paths
+
+
+def test_check_data_command_exits_2_on_a_bad_file_and_makes_no_run_folder(tmp_path):
+    root = _bad_data_set(tmp_path)
+    done = lit_seg("check-data", "--config", str(EXPERIMENTS / "fcn.yaml"), "--data",
+                   "lit_seg.data.SegmentationDataModule", "--data.init_args.dataset", "folder",
+                   "--data.init_args.root", str(root), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert sum(line.startswith("lit-seg: error: ") for line in lines) == 3
+    assert lines[-1].startswith(f"lit-seg: check-data: 4 image/mask pairs of folder at {root} (train, val) read in ")
+    assert lines[-1].endswith("3 bad, 1 without labelled pixels")
+    assert not (tmp_path / "runs").exists()

@@ -124,3 +124,49 @@ def test_loader_resumes_mid_epoch_with_the_same_batches():
     # The next epoch starts from its first batch, in another order.
     following = epoch(resumed, 2)
     assert len(following) == 6 and not all(torch.equal(a, b) for a, b in zip(whole, following))
+
+
+def test_nan_loss_message_names_unlabelled_masks_not_the_learning_rate():
+    from types import SimpleNamespace
+
+    from lit_seg.fault_tolerance import NonFiniteLossError, StopOnNonFiniteLoss
+
+    trainer = SimpleNamespace(world_size=1, checkpoint_callback=None, global_step=7, current_epoch=1,
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_idx=2)))
+    module = SimpleNamespace(ignore_index=255)
+    guard = StopOnNonFiniteLoss()
+    images = torch.zeros(2, 3, 4, 4)
+    guard.on_train_batch_start(trainer, module, (images, torch.full((2, 4, 4), 255)), 2)
+    with pytest.raises(NonFiniteLossError) as caught:
+        guard.on_before_backward(trainer, module, torch.tensor(float("nan")))
+    message = str(caught.value)
+    assert "no labelled pixel (every mask value is the ignore index 255)" in message
+    assert "Lower the learning rate" not in message and "not the learning rate" in message
+    guard.on_train_batch_start(trainer, module, (images, torch.zeros(2, 4, 4, dtype=torch.long)), 2)
+    with pytest.raises(NonFiniteLossError, match="Lower the learning rate"):
+        guard.on_before_backward(trainer, module, torch.tensor(float("inf")))
+
+
+@pytest.mark.slow
+def test_training_images_without_labelled_pixels_add_zero_loss_not_nan(tmp_path):
+    from tests.cli_fork import run_many
+    from tests.conftest import EXPERIMENTS
+    from tests.fixtures import write_folder
+
+    # Every training mask all ignore (255): the worst case of a partly annotated data set.
+    root = write_folder(tmp_path / "data", values=(255,), size=(64, 64))
+    write_folder(tmp_path / "labelled", size=(64, 64))
+    for split in ("val",):  # validation has labels, so the run reports a metric
+        for name in ("a.png", "b.png"):
+            (root / "masks" / split / name).write_bytes((tmp_path / "labelled" / "masks" / split / name).read_bytes())
+    (done,) = run_many([(["fit", "--config", str(EXPERIMENTS / "fcn.yaml"), "--data", "lit_seg.data.SegmentationDataModule",
+                          "--data.init_args.dataset", "folder", "--data.init_args.root", str(root),
+                          "--data.init_args.crop_size", "[64,64]", "--data.init_args.batch_size", "2",
+                          "--data.init_args.num_workers", "0", "--trainer.max_epochs", "2",
+                          "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"],
+                         tmp_path, {"WANDB_MODE": "disabled"})], timeout=240)
+    assert done.returncode == 0 and "non-finite" not in done.stderr, done.stderr[-3000:]
+    (folder,) = (tmp_path / "runs" / "fcn").iterdir()
+    with (folder / "metrics.csv").open(newline="") as file:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(file) if row.get("train/loss")]
+    assert losses == [0.0, 0.0]

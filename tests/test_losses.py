@@ -87,3 +87,22 @@ def test_module_uses_ohem_on_head_outputs_and_ce_on_aux():
     kept = OhemCrossEntropy(0.7, 1).kept(outputs["out"], masks)
     torch.testing.assert_close(losses["out"], F.cross_entropy(outputs["out"], masks.masked_fill(~kept, 255), weight=w,
                                                               ignore_index=255))
+
+
+def test_a_batch_without_labelled_pixels_gives_zero_loss_and_zero_gradients():
+    from lit_seg.losses import masked_cross_entropy
+
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    unlabelled = torch.full((2, 8, 8), 255)
+    for loss in (CrossEntropy()(logits, unlabelled), CrossEntropy(class_weights=[1, 2, 3, 4])(logits, unlabelled),
+                 OhemCrossEntropy(min_kept=4)(logits, unlabelled)):
+        assert loss.item() == 0.0 and loss.requires_grad
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.equal(grad, torch.zeros_like(grad))
+    # Labelled pixels whose classes all weigh 0: nothing counts either (PyTorch's mean gives NaN).
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    assert masked_cross_entropy(logits, target, torch.tensor([0.0, 1, 1, 1])).item() == 0.0
+    # One image unlabelled, one labelled: PyTorch's mean over the labelled pixels.
+    target = torch.randint(0, 4, (2, 8, 8))
+    target[0] = 255
+    torch.testing.assert_close(CrossEntropy()(logits, target), F.cross_entropy(logits, target, ignore_index=255))

@@ -156,7 +156,14 @@ class SegmentationDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if stage == "fit" and "train" not in self.splits:
-            self.splits["train"] = build_dataset(hp.dataset, hp.root, hp.train_split, self._train_transform)
+            train = build_dataset(hp.dataset, hp.root, hp.train_split, self._train_transform)
+            # The train loader drops an incomplete last batch: fewer images than batch_size is 0 steps.
+            if len(train) < self.batch_size:
+                raise ConfigError(f"the {hp.train_split} split of the {hp.dataset} data set at {hp.root} has "
+                                  f"{len(train)} image{'s' * (len(train) != 1)}, fewer than batch_size "
+                                  f"{self.batch_size}: not one full training batch; add images or lower "
+                                  f"data.init_args.batch_size")
+            self.splits["train"] = train
         if stage in ("test", "predict") and "test" not in self.splits:
             self.splits["test"] = (self.splits["val"] if hp.test_split == hp.val_split
                                    else build_dataset(hp.dataset, hp.root, hp.test_split, eval_transform()))

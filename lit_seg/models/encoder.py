@@ -48,6 +48,9 @@ def build_encoder(
     """
     if output_stride not in (8, 16):
         raise ConfigError(f"output_stride must be 8 or 16, got {output_stride}")
+    if not 1 <= depth <= 5:  # smp's encoders have 5 stages; checked here so smp's ValueError never shows
+        raise ConfigError(f"encoder_depth must be 1 to 5 (the encoder's stages used: 5 all, 3 up to ResNet's layer2), "
+                          f"got {depth} (model.encoder_depth)")
     local = Path(weights).expanduser() if weights and (os.sep in weights or Path(weights).suffix) else None
     if local is not None and not local.is_file():
         raise ConfigError(f"encoder weights file not found: {local}; pass an existing file or encoder_weights: null")

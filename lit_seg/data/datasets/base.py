@@ -6,6 +6,7 @@ constructor (cheap, so bad paths fail before training); decoding and value check
 access, where the offending file is known.
 """
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -75,10 +76,7 @@ class SegmentationDataset(Dataset):
         image_path, mask_path = self.samples[index]
         image = read_image(image_path)
         mask = self.map_labels(read_mask(mask_path), mask_path)
-        if image.shape[-2:] != mask.shape:
-            raise ConfigError(
-                f"mask {mask_path} is {tuple(mask.shape)} (H, W) but its image {image_path} is "
-                f"{tuple(image.shape[-2:])}; every mask must have its image's size")
+        check_sizes(image.shape[-2:], mask.shape, image_path, mask_path)
         if self.transform is not None:
             image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(Tensor), mask.as_subclass(Tensor)
@@ -105,14 +103,25 @@ class SegmentationDataset(Dataset):
         return f", valid stored values: {_ranges(valid)}"
 
 
-def read_image(path: Path) -> Tensor:
-    """An image file -> float32 (3, H, W) in [0, 1]; grey and RGBA files are converted to RGB."""
+def check_sizes(image_size: Sequence[int], mask_size: Sequence[int], image_path: Path, mask_path: Path) -> None:
+    if tuple(image_size) != tuple(mask_size):
+        raise ConfigError(
+            f"mask {mask_path} is {tuple(mask_size)} (H, W) but its image {image_path} is "
+            f"{tuple(image_size)}; every mask must have its image's size")
+
+
+def decode_rgb(path: Path) -> Tensor:
+    """An image file -> uint8 (3, H, W), the whole file decoded; a one-line ConfigError if it cannot be."""
     try:
-        image = decode_image(str(path), mode=ImageReadMode.RGB)
+        return decode_image(str(path), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as err:
         raise ConfigError(f"cannot read image {path}: {_one_line(err)}; replace the file (it is missing, "
                           f"corrupt or not a JPEG/PNG/WebP/GIF)") from err
-    return image.to(torch.float32).div_(255.0)
+
+
+def read_image(path: Path) -> Tensor:
+    """An image file -> float32 (3, H, W) in [0, 1]; grey and RGBA files are converted to RGB."""
+    return decode_rgb(path).to(torch.float32).div_(255.0)
 
 
 def read_mask(path: Path) -> Tensor:
@@ -194,8 +203,13 @@ def require_masks(samples: Sequence[Sample]) -> None:
                           f"{mask}; restore the missing masks or remove those images")
 
 
+# torchvision's decoders prefix their messages with the C++ function and source file
+# ("operator(), /__w/vision/.../decode_png.cpp:79, Out of bound read ..."): not for users.
+_SOURCE_PREFIX = re.compile(r"(?:[\w:~<>()]+, )?/\S+\.(?:cpp|cc|cxx|c|h|hpp|cu):\d+,?\s*")
+
+
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    return _SOURCE_PREFIX.sub("", " ".join(str(err).split())).strip() or type(err).__name__
 
 
 def _ranges(values: Sequence[int]) -> str:

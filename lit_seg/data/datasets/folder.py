@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/classes.txt                      one class name per line; line k names class k
+    <root>/classes.txt                      one class name per line; line k names class k - 1
     <root>/images/[<split>/]<stem>.{jpg,jpeg,png,webp}
     <root>/masks/[<split>/]<stem>.png       grey or palette PNG: value k = class k, 255 = ignore
 
@@ -32,13 +32,28 @@ MASK_SUFFIX = ".png"  # masks must be lossless
 
 
 def read_class_names(path: Path) -> list[str]:
-    """``classes.txt``: one name per line (blank lines skipped)."""
+    """``classes.txt``: one name per line, line k (from 1) naming mask value k - 1; blank lines only
+    at the end. A blank line inside would renumber every class after it, and a repeated name would
+    give two classes one metric name (``val/IoU/<name>``): both are refused, naming the line."""
     if not path.is_file():
         raise ConfigError(f"missing class list {path}: expected a classes.txt with one class name per line "
-                          f"(line k names mask value k)")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
+                          f"(line k names mask value k - 1)")
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
         raise ConfigError(f"class list {path} is empty: write one class name per line")
+    first: dict[str, int] = {}
+    for number, name in enumerate(lines, 1):
+        if not name:
+            raise ConfigError(f"class list {path} line {number} is blank: line k names mask value k - 1, so a blank "
+                              f"line would renumber the classes after it; remove the line or name the class "
+                              f"(e.g. unused_{number - 1})")
+        if name in first:
+            raise ConfigError(f"class list {path} line {number} repeats the name {name!r} of line {first[name]}: each "
+                              f"class needs its own name (its metrics are named after it); rename one of them")
+        first[name] = number
+    names = lines
     if len(names) > IGNORE_INDEX:
         raise ConfigError(f"class list {path} names {len(names)} classes; at most {IGNORE_INDEX} fit in "
                           f"8-bit masks with {IGNORE_INDEX} as ignore")
