@@ -418,6 +418,9 @@ def _parse_error_message(err: Exception) -> str:
 TOOLS = {
     "bench": "lit_seg.study.bench",               # cost harness: operators vs the seeds, heads, sweeps
     "bench-step": "lit_seg.study.training_step",  # Lightning's per-step overhead against a bare loop
+    "ablate": "lit_seg.study.ablate",             # experiments x seeds, one results row per run
+    "report": "lit_seg.study.report",             # an ablation's CSV as a table and a plot
+    "maps": "lit_seg.study.maps",                 # attention maps of a trained head on an image
 }
 
 
@@ -426,7 +429,8 @@ def main(args: Sequence[str] | None = None) -> None:
     if argv and argv[0] in TOOLS:
         import importlib
 
-        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        code = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+        raise SystemExit(code if isinstance(code, int) else 0)
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")

@@ -17,7 +17,7 @@
 # # Ablation analysis: which context head is worth its cost?
 #
 # One ablation is a set of experiments (`experiments/*.yaml`), each run with several seeds.
-# This notebook reads the runs, either offline from the CSV that `scripts/ablate.py` writes
+# This notebook reads the runs, either offline from the CSV that `lit-seg ablate` writes
 # (`results/<ablation>.csv`, one row per run, with the run folders under `runs/`) or from the
 # W&B runs of the ablation's group, and answers:
 #
@@ -55,7 +55,7 @@ import pandas as pd
 from IPython.display import display
 from PIL import Image
 
-from lit_seg import analysis
+from lit_seg.study import analysis
 
 ROOT = analysis.find_root()
 RUNS_ROOT = analysis.resolve(RUNS_ROOT or ROOT, ROOT)

@@ -1,7 +1,6 @@
-"""scripts/ablate.py: experiments x seeds in one command, one results row per run, resumable."""
+"""lit-seg ablate: experiments x seeds in one command, one results row per run, resumable."""
 
 import csv
-import importlib.util
 import os
 import signal
 import subprocess
@@ -11,15 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT
+from lit_seg.models.heads import HEADS
+from lit_seg.study.ablate import main as ablate_main
+from tests.conftest import EXPERIMENTS, TINY_FIT
 
-ABLATE = ROOT / "scripts" / "ablate.py"
+ABLATE = [sys.executable, "-m", "lit_seg", "ablate"]
 
 
 def ablate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``lit-seg ablate`` in a fresh process in ``cwd``, the repository's experiments looked up."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run([sys.executable, str(ABLATE), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([*ABLATE, "--experiments-dir", str(EXPERIMENTS), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -111,10 +113,7 @@ def test_failed_run_is_recorded_and_retried(tmp_path):
 
 
 def _ablate_in_process(*args: str, capsys) -> tuple[int, str, str]:
-    spec = importlib.util.spec_from_file_location("ablate", ABLATE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    code = module.main(list(args))
+    code = ablate_main(["--experiments-dir", str(EXPERIMENTS), *args])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -132,7 +131,7 @@ def test_ablation_files_name_existing_experiments(tmp_path, capsys):
     _, out, _ = _ablate_in_process(str(EXPERIMENTS / "ablations" / "all_heads.yaml"), "--dry-run", "--results",
                                    str(tmp_path), capsys=capsys)
     planned = [line.split()[2:5:2] for line in out.splitlines() if "would run" in line]
-    assert len(planned) == 3 * len(heads) == 48
+    assert len(planned) == 3 * len(heads) and len(heads) == len(HEADS) + 1  # every head, and gc_backbone
     assert sorted({e for e, _ in planned}) == sorted(heads) and {s for _, s in planned} == {"0", "1", "2"}
     # Seed-major: every experiment's first seed comes before any second seed.
     assert {s for _, s in planned[:len(heads)]} == {"0"}

@@ -93,7 +93,8 @@ def test_two_resumes_of_one_run_at_once_leave_one_writer(tmp_path):
 
 @pytest.mark.slow
 def test_ablation_runner_killed_takes_its_run_with_it_and_the_rerun_is_clean(tmp_path):
-    ablate = [sys.executable, str(ROOT / "scripts" / "ablate.py"), "--name", "killed", "--experiments", "fcn",
+    ablate = [sys.executable, "-m", "lit_seg", "ablate", "--experiments-dir", str(EXPERIMENTS), "--name", "killed",
+              "--experiments", "fcn",
               "--seeds", "0", "--no-cost", "--results", str(tmp_path), "--",
               *TINY_FIT, hook("SleepAtStep", step=4, seconds=20)]
     log = tmp_path / "runs" / "ablations" / "killed" / "fcn-seed0.log"

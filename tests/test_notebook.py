@@ -1,4 +1,4 @@
-"""notebooks/ablation_analysis.ipynb and lit_seg/analysis.py: the notebook runs top to bottom on a
+"""notebooks/ablation_analysis.ipynb and lit_seg/study/analysis.py: the notebook runs top to bottom on a
 small results fixture, its text twin holds the same cells, it is committed without outputs, and the
 loading/tabulating functions it uses are right (a fake W&B API mimics wandb.Api().runs)."""
 
@@ -14,7 +14,7 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
-from lit_seg import analysis
+from lit_seg.study import analysis
 from tests.conftest import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "ablation_analysis.ipynb"
@@ -156,7 +156,7 @@ def test_committed_notebook_has_no_outputs():
             assert cell.outputs == [] and cell.execution_count is None
 
 
-# ------------------------------------------------------------------------------ lit_seg.analysis
+# ------------------------------------------------------------------------ lit_seg.study.analysis
 
 
 @pytest.fixture

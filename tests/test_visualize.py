@@ -1,6 +1,5 @@
 """Attention-map visualisation: CCNet's composed maps, lit_seg.visualize, the script, the callback."""
 
-import importlib.util
 from functools import partial
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from lit_seg.errors import ConfigError
 from lit_seg.models.heads import CCHead, FCNHead
 from lit_seg.module import SegmentationModule
 from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, same_size, to_feature_points
-from tests.conftest import ROOT, randomize
+from tests.conftest import randomize
 
 
 def tiny_head(recurrence: int, channels: int = 8) -> CCHead:
@@ -153,10 +152,9 @@ def test_callback_writes_pngs_into_the_run_folder(fitted_run):
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("attention_maps_script", ROOT / "scripts" / "attention_maps.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from lit_seg.study import maps
+
+    return maps
 
 
 def test_script_end_to_end(fitted_run, tmp_path, script, capsys):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Draw a trained model's attention maps for a few query points into a PNG.
 
-    scripts/run python scripts/attention_maps.py --ckpt runs/ccnet_r2/<version>/checkpoints/last.ckpt \
+    lit-seg maps --ckpt runs/ccnet_r2/<version>/checkpoints/last.ckpt \
         --index 3 --out attention.png
-    scripts/run python scripts/attention_maps.py --ckpt ... --image photo.png --points 40,52 10,90 --out a.png
+    lit-seg maps --ckpt ... --image photo.png --points 40,52 10,90 --out a.png
 
 The model comes from the checkpoint (``lightning fit`` stores the model's init config in it).
 ``--index N`` takes sample N of the validation split of the run's data set, rebuilt from the
@@ -38,7 +38,7 @@ def parse_point(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lit-seg maps", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by `lightning fit`")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image", type=Path, help="an image file, used at its own size")

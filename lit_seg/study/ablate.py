@@ -1,8 +1,8 @@
 """Run an ablation: experiments x seeds, one after another, one results row per run.
 
-    scripts/run python scripts/ablate.py experiments/ablations/ccnet_recurrence.yaml
-    scripts/run python scripts/ablate.py experiments/ablations/all_heads.yaml --seeds 0
-    scripts/run python scripts/ablate.py --name my_study --experiments 'ccnet_r*' fcn --seeds 0 1 2 \\
+    lit-seg ablate experiments/ablations/ccnet_recurrence.yaml
+    lit-seg ablate experiments/ablations/all_heads.yaml --seeds 0
+    lit-seg ablate --name my_study --experiments 'ccnet_r*' fcn --seeds 0 1 2 \\
         -- --trainer.max_epochs=2 --model.optimizer.init_args.lr=0.05
 
 An ablation file (``experiments/ablations/*.yaml``) names the experiments (file names or globs
@@ -43,18 +43,15 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lit_seg import run_lock
+from lit_seg.cli import expand_bases
+from lit_seg.errors import ConfigError, RunError
 
-from lit_seg import run_lock  # noqa: E402
-from lit_seg.cli import expand_bases  # noqa: E402
-from lit_seg.errors import ConfigError, RunError  # noqa: E402
-
-EXPERIMENTS = ROOT / "experiments"
+# Relative to the working directory, as the run folders (runs/): run from the repository root.
+EXPERIMENTS = Path("experiments")
 MIB = 2**20
 
-# The contract with notebooks/ablation_analysis (lit_seg.analysis); per-class ``IoU/<class>``
+# The contract with notebooks/ablation_analysis (lit_seg.study.analysis); per-class ``IoU/<class>``
 # columns go between ``val_mIoU_first`` and ``params``.
 COLUMNS_BEFORE_CLASSES = [
     "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
@@ -244,7 +241,6 @@ class Run:
                    "--trainer.enable_progress_bar=false", *overrides]
         env = dict(os.environ)
         env.setdefault("WANDB_MODE", "offline")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         if threads:  # several runs side by side share the cores instead of oversubscribing them
             env["OMP_NUM_THREADS"] = str(threads)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -369,18 +365,15 @@ def _last_error(log: Path) -> str:
 
 
 def write_report(results: Path) -> None:
-    """results/<ablation>.md and .png from the CSV (scripts/ablation_report.py)."""
-    import importlib.util
+    """results/<ablation>.md and .png from the CSV (``lit-seg report``)."""
+    from lit_seg.study import report
 
-    spec = importlib.util.spec_from_file_location("ablation_report", ROOT / "scripts" / "ablation_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        md, png = module.report(results)
+        md, png = report.report(results)
         print(f"ablation report: {md}, {png}", flush=True)
     except Exception as err:  # noqa: BLE001 (the CSV is what matters; the report can be redone)
         print(f"ablation report not written ({type(err).__name__}: {err}); "
-              f"redo it with scripts/ablation_report.py {results}", flush=True)
+              f"redo it with lit-seg report {results}", flush=True)
 
 
 def _num(value) -> str:
@@ -395,7 +388,7 @@ def _duration(seconds: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage="%(prog)s [ABLATION.yaml] [options] "
+    parser = argparse.ArgumentParser(prog="lit-seg ablate", description=__doc__.split("\n\n")[0], usage="%(prog)s [ABLATION.yaml] [options] "
                                      "[-- FIT_ARGS...]", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__)
     parser.add_argument("ablation", nargs="?", type=Path, help="an ablation file (experiments/ablations/*.yaml)")
@@ -403,7 +396,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="experiments instead of (or replacing) the file's")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds instead of the file's (default 0 1 2)")
     parser.add_argument("--name", help="ablation name: results/<name>.csv and W&B group (default: the file's name)")
-    parser.add_argument("--results", type=Path, default=ROOT / "results", help="folder of <name>.csv")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="folder of <name>.csv")
+    parser.add_argument("--experiments-dir", type=Path, default=EXPERIMENTS,
+                        help="where experiment names and globs are looked up (default: ./experiments)")
     parser.add_argument("--no-cost", action="store_true", help="skip the head cost measurement")
     parser.add_argument("--remeasure-cost", action="store_true",
                         help="measure the heads' cost again (e.g. on a quiet machine) and update the finished rows")
@@ -430,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = args.name or spec["name"]
         if not name:
             raise ConfigError("name the ablation: --name <name> (results/<name>.csv, W&B group)")
-        experiments = experiment_files(args.experiments or spec["experiments"])
+        experiments = experiment_files(args.experiments or spec["experiments"], args.experiments_dir)
     except ConfigError as err:
         print(f"ablate: error: {err}", file=sys.stderr)
         return 2

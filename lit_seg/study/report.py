@@ -1,9 +1,9 @@
 """An ablation's results CSV as a markdown table and a plot (what the README shows).
 
-    scripts/run python scripts/ablation_report.py results/all_heads.csv
+    lit-seg report results/all_heads.csv
     # -> results/all_heads.md (mean ± std over seeds, costs) and results/all_heads.png
 
-scripts/ablate.py writes both at the end of every call; this script redoes them from the CSV.
+``lit-seg ablate`` writes both at the end of every call; this redoes them from the CSV.
 The plot: best val/mIoU (mean ± std over seeds) against the head's forward GFLOPs per image and
 its forward+backward latency at the training batch; the dashed line is FCN's mean.
 """
@@ -11,15 +11,10 @@ its forward+backward latency at the training batch; the dashed line is FCN's mea
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lit_seg import analysis  # noqa: E402
+from lit_seg.study import analysis
 
 
 def markdown_table(csv_path: Path, metric: str = analysis.METRIC) -> str:
@@ -77,7 +72,7 @@ def report(csv_path: Path) -> tuple[Path, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lit-seg report", description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", type=Path, nargs="+", help="results/<ablation>.csv")
     args = parser.parse_args(argv)
     for path in args.csv:

@@ -1,6 +1,6 @@
 """Load an ablation's runs into one table and summarise it (used by notebooks/ablation_analysis.ipynb).
 
-One row per run, with the columns ``scripts/ablate.py`` writes to ``results/<ablation>.csv``
+One row per run, with the columns ``lit-seg ablate`` writes to ``results/<ablation>.csv``
 (:data:`COLUMNS`, plus one ``IoU/<class>`` column per class). :func:`load_csv` reads such files;
 :func:`load_wandb` builds the same table from the W&B runs of a group. The other functions turn
 it into what the notebook shows: mean ± std over seeds per experiment (:func:`summarize`,
@@ -27,7 +27,7 @@ from lit_seg.models.heads import HEADS
 IOU_PREFIX = "IoU/"
 METRIC = "val_mIoU_best"
 
-# The contract with scripts/ablate.py: the columns of results/<ablation>.csv, in order (the
+# The contract with lit-seg ablate (lit_seg/study/ablate.py): the columns of results/<ablation>.csv, in order (the
 # per-class ``IoU/<class>`` columns come after val_mIoU_first).
 COLUMNS = [
     "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
@@ -106,7 +106,7 @@ def load_csv(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches or not Path(matches[0]).is_file():
             raise FileNotFoundError(
-                f"no results CSV at {pattern}: run an ablation first (scripts/ablate.py) or point "
+                f"no results CSV at {pattern}: run an ablation first (lit-seg ablate) or point "
                 f"RESULTS_CSV at one")
         files += matches
     frames = [pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]) for f in files]
