@@ -421,6 +421,7 @@ TOOLS = {
     "ablate": "lit_seg.study.ablate",             # experiments x seeds, one results row per run
     "report": "lit_seg.study.report",             # an ablation's CSV as a table and a plot
     "maps": "lit_seg.study.maps",                 # attention maps of a trained head on an image
+    "sweep": "lit_seg.study.sweep",               # the W&B sweep file, from the head list
 }
 
 

@@ -43,6 +43,14 @@ def agent_command(sweep: dict, values: dict) -> list[str]:
     return out
 
 
+def test_sweep_file_is_what_the_head_list_gives(monkeypatch):
+    from lit_seg.study import sweep as generator
+
+    monkeypatch.chdir(ROOT)
+    assert generator.render() == SWEEP.read_text(), "experiments/ablations/sweep.yaml is stale: run `lit-seg sweep`"
+    assert generator.main(["--check"]) == 0
+
+
 def test_sweep_is_a_grid_over_every_experiment_and_three_seeds(sweep):
     assert sweep["method"] == "grid" and sweep["metric"] == {"name": "val/mIoU", "goal": "maximize"}
     assert sweep["program"] and sweep["project"] == "lit-seg"
