@@ -76,6 +76,30 @@ def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
     return expanded + [yaml.safe_dump(content, sort_keys=False)]
 
 
+def merged_config(path: str | Path) -> dict:
+    """What an experiment file states, its ``_base_`` files merged in (later files win).
+
+    The rules are the CLI's: nested keys merge, lists are replaced, and ``init_args`` are merged
+    key by key, since jsonargparse keeps a base's init_args that a new ``class_path`` accepts
+    (the base's head ``channels`` carries over to every head). Defaults the file does not state
+    are not included: ``--print_config`` shows the complete configuration.
+    """
+    def merge(into: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+
+    merged: dict = {}
+    for part in expand_bases(path):
+        # expand_bases gives file paths and, for files with a `_base_`, their own keys as YAML text.
+        content = yaml.safe_load(part if "\n" in part else Path(part).read_text()) or {}
+        if isinstance(content, dict):
+            merge(merged, content)
+    return merged
+
+
 def expand_argv(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
     args = list(argv)

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from lit_seg.cli import expand_bases
+from lit_seg.cli import expand_bases, merged_config
 from tests.conftest import EXPERIMENTS
 from tests.fixtures import write_cityscapes
 
@@ -17,26 +17,11 @@ OVERRIDES = {"base.yaml", "schedule_80k.yaml", "eval_msflip.yaml"}
 HEAD_FILES = sorted(p.name for p in CITYSCAPES.glob("*.yaml") if p.name not in OVERRIDES)
 
 
-def merged(path) -> dict:
-    """The YAML of ``path`` with its ``_base_`` files merged in (later keys win, dicts merged)."""
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for key, value in b.items():
-            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        return out
-
-    result: dict = {}
-    for part in expand_bases(path):
-        text = open(part).read() if part.endswith(".yaml") and os.path.isfile(part) else part
-        result = merge(result, yaml.safe_load(text) or {})
-    return result
-
-
 def test_every_synthetic_experiment_has_a_cityscapes_twin_with_the_same_head():
     synthetic = sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name != "base.yaml")
     assert set(synthetic) <= set(HEAD_FILES)
     for name in synthetic:
-        ours, theirs = merged(CITYSCAPES / name)["model"], merged(EXPERIMENTS / name)["model"]
+        ours, theirs = merged_config(CITYSCAPES / name)["model"], merged_config(EXPERIMENTS / name)["model"]
         assert ours["head"]["class_path"] == theirs["head"]["class_path"], name
         assert bool(ours.get("encoder_gc_stages")) == bool(theirs.get("encoder_gc_stages")), name
 
@@ -46,7 +31,7 @@ def test_cityscapes_experiments_inherit_nothing_synthetic(name):
     parts = expand_bases(CITYSCAPES / name)
     assert parts[0] == str(CITYSCAPES / "base.yaml")
     assert str(EXPERIMENTS / "base.yaml") not in parts
-    config = merged(CITYSCAPES / name)
+    config = merged_config(CITYSCAPES / name)
     assert config["data"]["class_path"] == "lit_seg.data.SegmentationDataModule"
     assert config["model"]["encoder_name"] == "resnet50" and config["model"]["encoder_depth"] == 5
     assert config["model"]["optimizer"]["init_args"]["lr"] == 0.01

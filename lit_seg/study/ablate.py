@@ -44,7 +44,7 @@ from pathlib import Path
 import yaml
 
 from lit_seg import run_lock
-from lit_seg.cli import expand_bases
+from lit_seg.cli import merged_config
 from lit_seg.errors import ConfigError, RunError
 
 # Relative to the working directory, as the run folders (runs/): run from the repository root.
@@ -102,33 +102,10 @@ def load_ablation(path: Path) -> dict:
             "overrides": [str(o) for o in spec.get("overrides", [])]}
 
 
-def _merged_config(experiment: Path) -> dict:
-    """The experiment's YAML with its ``_base_`` files merged (what it states, not the defaults)."""
-    merged: dict = {}
-
-    def merge(into: dict, new: dict) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict) and key != "init_args":
-                merge(into[key], value)
-            elif key == "init_args" and isinstance(value, dict) and isinstance(into.get(key), dict):
-                into[key] = {**into[key], **value}
-            else:
-                into[key] = value
-
-    for part in expand_bases(experiment):
-        # expand_bases gives file paths and, for files with a `_base_`, their own keys as YAML text.
-        text = part if "\n" in part else Path(part).read_text()
-        content = yaml.safe_load(text) or {}
-        if isinstance(content, dict):
-            # jsonargparse keeps the base's init_args that a new head class accepts (e.g. channels).
-            merge(merged, content)
-    return merged
-
-
 def describe_head(experiment: Path) -> dict:
     """Head class, its options as stated by the experiment (``channels=64 recurrence=2``), and the
     model options the experiment's own file adds (e.g. ``encoder_gc_stages``)."""
-    config = _merged_config(experiment)
+    config = merged_config(experiment)
     model = config.get("model", {})
     head = model.get("head", {})
     head_class = str(head.get("class_path", "lit_seg.models.heads.FCNHead")).rsplit(".", 1)[-1]
@@ -197,7 +174,7 @@ def _batch_size(experiment: Path, overrides: Sequence[str]) -> int:
         match = re.match(r"--data(?:\.init_args)?\.batch_size[= ](\d+)", arg)
         if match:
             return int(match.group(1))
-    data = _merged_config(experiment).get("data", {})
+    data = merged_config(experiment).get("data", {})
     return int((data.get("init_args") or {}).get("batch_size", 16))
 
 
