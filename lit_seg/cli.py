@@ -20,7 +20,14 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_seg import fault_tolerance
-from lit_seg.checkpoints import check_checkpoint_fits, read_checkpoint, resume_checkpoint, resume_config, resume_into
+from lit_seg.checkpoints import (
+    check_checkpoint_fits,
+    expand_run_folder_ckpt,
+    read_checkpoint,
+    resume_checkpoint,
+    resume_config,
+    resume_into,
+)
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.module import SegmentationModule
 from lit_seg.wandb_env import check_wandb_mode, sweep_agent_run_id, wandb_online
@@ -61,7 +68,7 @@ def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
 
 def expand_argv(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
-    args = list(argv)
+    args = expand_run_folder_ckpt(list(argv))
     i = 0
     while i < len(args):
         arg = args[i]
@@ -137,6 +144,15 @@ class LitSegCLI(LightningCLI):
                                  "its config.yaml, same folder, metrics.csv and W&B run; later arguments override.")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":  # --writer.format / --writer.overlays / --writer.output_dir
+            from lit_seg.predict import SegmentationWriter
+
+            parser.add_lightning_class_args(SegmentationWriter, "writer")
+            parser.set_defaults(return_predictions=False)  # written to files as they come, not kept
+        return parser
 
     def _parse_ckpt_path(self) -> None:
         """``--resume``: the run's newest last checkpoint. Any checkpoint given is then checked to be a
