@@ -33,6 +33,8 @@ from lit_seg.module import SegmentationModule
 from lit_seg.wandb_env import check_wandb_mode, sweep_agent_run_id, wandb_online
 
 RUNS_DIR = "runs"
+# `lit-seg <command>` beside fit/validate/test/predict: the module whose main(argv) runs it.
+EXTRA_COMMANDS = {"export": "lit_seg.export", "dashboard": "lit_seg.dashboard"}
 
 
 def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
@@ -377,8 +379,14 @@ def main(args: Sequence[str] | None = None) -> None:
     global _created_run_folder
     _created_run_folder, fault_tolerance.stopped_by = None, None
     try:
+        given = list(sys.argv[1:] if args is None else args)
+        if given[:1] and given[0] in EXTRA_COMMANDS:  # commands of lit-seg's own, not LightningCLI's
+            import importlib
+
+            importlib.import_module(EXTRA_COMMANDS[given[0]]).main(given[1:])
+            return
         check_wandb_mode()
-        argv = expand_argv(sys.argv[1:] if args is None else args)
+        argv = expand_argv(given)
         # Through sys.argv, not args=: LightningCLI warns when it is given both.
         sys.argv = [sys.argv[0], *argv]
         LitSegCLI()
