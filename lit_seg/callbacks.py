@@ -59,6 +59,7 @@ class RunSummary(pl.Callback):
         self._start = time.monotonic()
         self._head_flops: int | None = None
         self._head_flops_input: list[int] | None = None
+        self._best: tuple[float, int] | None = None  # (val/mIoU, epoch), for the console's summary line
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         define_best_metrics(trainer)
@@ -147,10 +148,29 @@ class RunSummary(pl.Callback):
                      "head_gflops": summary["head_gflops"]})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/mIoU")
+        if not trainer.sanity_checking and value is not None and (self._best is None or float(value) > self._best[0]):
+            self._best = (float(value), trainer.current_epoch)
         self._write(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module)
+        self._say(trainer)
+
+
+    @rank_zero_only
+    def _say(self, trainer: pl.Trainer) -> None:
+        """The console's last line: best val/mIoU and its epoch, the run folder, how to view the run."""
+        from lit_seg.console import summary_line
+
+        folder = _run_folder(trainer)
+        if folder is None:
+            return
+        wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        run = wandb.experiment if wandb is not None else None
+        url = getattr(run, "url", None) if run is not None and not getattr(run, "offline", True) else None
+        best, epoch = self._best if self._best is not None else (None, None)
+        print(summary_line(best, epoch, str(folder), url or None), flush=True)
 
 
 class AttentionMapLogger(pl.Callback):

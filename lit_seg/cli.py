@@ -198,6 +198,9 @@ class LitSegCLI(LightningCLI):
             raise user_error from None
 
     def after_instantiate_classes(self) -> None:
+        from lit_seg.console import drop_wandb_anonymous
+
+        drop_wandb_anonymous(self.trainer)
         if self._checkpoint is not None:
             check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
             self._checkpoint = None
@@ -376,6 +379,9 @@ def main(args: Sequence[str] | None = None) -> None:
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    from lit_seg.console import quiet
+
+    quiet()
     global _created_run_folder
     _created_run_folder, fault_tolerance.stopped_by = None, None
     try:

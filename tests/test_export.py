@@ -79,15 +79,14 @@ def test_onnx_and_torchscript_match_pytorch_at_two_sizes(name, head, gc_stages, 
         export(module, path, fmt, verify=False)  # checked here, independently of export's own check
         if fmt == "onnx":
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            run = lambda x: session.run(["logits"], {"images": x.numpy()})[0]  # noqa: E731
         else:
             scripted = torch.jit.load(str(path))
-            run = lambda x: scripted(x).numpy()  # noqa: E731
         for size in SIZES:
             images = torch.randn(2, 3, *size)
             with torch.no_grad():
                 expected = module(images).numpy()
-                got = run(images)
+                got = (session.run(["logits"], {"images": images.numpy()})[0] if fmt == "onnx"
+                       else scripted(images).numpy())
             assert got.shape == (2, 5, *size)
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=f"{fmt} {name} {size}")
 

@@ -175,8 +175,8 @@ def test_official_evaluator_agrees_with_validate(tmp_path):
     off = {"WANDB_MODE": "offline"}
     fit, validate, predict_ = run_many([
         (["fit", "--config", str(config), "--experiment", "trained"], tmp_path, off),
-        (["validate", "--ckpt_path", "@glob:runs/trained/*", "--experiment", "val", "--trainer.limit_val_batches", "1.0"],
-         tmp_path, off),
+        (["validate", "--ckpt_path", "@glob:runs/trained/*", "--experiment", "val",
+          "--trainer.limit_val_batches", "1.0"], tmp_path, off),
         (["predict", "--ckpt_path", "@glob:runs/trained/*", "--experiment", "pred", "--writer.format", "cityscapes",
           "--writer.output_dir", str(tmp_path / "results")], tmp_path, off),
     ], timeout=240)
