@@ -90,7 +90,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
                                               df.loc[missing_recurrence, "head_options"])]
     iou = [c for c in df.columns if c.startswith(IOU_PREFIX)]
     extra = [c for c in df.columns if c not in COLUMNS and c not in iou]
-    split = COLUMNS.index("params")  # per-class IoU columns go just before it
+    split = COLUMNS.index("val_mIoU_first") + 1  # per-class IoU columns go just after it
     return df[COLUMNS[:split] + iou + COLUMNS[split:] + extra].reset_index(drop=True)
 
 
