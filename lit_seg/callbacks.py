@@ -22,13 +22,30 @@ def _run_folder(trainer: pl.Trainer) -> str | None:
     return getattr(logger, "log_dir", None) or logger.save_dir
 
 
+# W&B summaries of the evaluation metrics: the best (and the last) value of each run.
+BEST_METRICS = {"val/mIoU": "max", "val/mAcc": "max", "val/aAcc": "max", "val/mDice": "max", "val/loss": "min"}
+
+
+@rank_zero_only
+def define_best_metrics(trainer: pl.Trainer) -> None:
+    """``define_metric`` on every W&B logger's run: summary ``val/mIoU`` = {"max": ..., "last": ...}, ..."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            if not hasattr(run, "define_metric"):  # wandb disabled: a dummy run
+                continue
+            for name, best in BEST_METRICS.items():
+                run.define_metric(name, summary=f"{best},last")
+
+
 class RunSummary(pl.Callback):
     """Writes ``summary.json`` into the run folder after every validation and at the end.
 
     It holds what an analysis needs without W&B: best and last ``val/mIoU``, last per-class
-    IoU, epoch and step, parameter count, the head's forward FLOPs, wall time, checkpoint
-    paths, the W&B run id and group. The best ``val/mIoU``, parameter counts and head GFLOPs
-    also go into the W&B run summary.
+    IoU, accuracy and Dice, mAcc, aAcc, mDice (:mod:`lit_seg.metrics`), the last evaluation's
+    confusion matrix, epoch and step, parameter count, the head's forward FLOPs, wall time,
+    checkpoint paths, the W&B run id and group. Parameter counts and head GFLOPs also go into the
+    W&B run summary; the best ``val/mIoU`` there is W&B's (``define_metric``: ``val/mIoU.max``).
 
     ``head_gflops``: FLOPs (:func:`lit_seg.flops.count_flops`, a multiply-add is 2) of one
     forward pass of the decode head in eval mode, counted once at fit start on the encoder's
@@ -42,6 +59,10 @@ class RunSummary(pl.Callback):
         self._start = time.monotonic()
         self._head_flops: int | None = None
         self._head_flops_input: list[int] | None = None
+        self._best: tuple[float, int] | None = None  # (val/mIoU, epoch), for the console's summary line
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        define_best_metrics(trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.monotonic()
@@ -90,6 +111,9 @@ class RunSummary(pl.Callback):
             "head_flops_input": self._head_flops_input,
             "val/mIoU_best": float(best) if best is not None else metrics.get("val/mIoU"),
             "metrics": metrics,
+            # Rows: label, columns: prediction, pixels of the last evaluation (lit_seg.metrics).
+            "confusion_matrix": (pl_module.last_confmat.tolist()
+                                 if getattr(pl_module, "last_confmat", None) is not None else None),
             "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
             "last_checkpoint": ckpt.last_model_path if ckpt is not None else None,
             "wandb_run_id": wandb.version if wandb is not None else None,
@@ -118,15 +142,35 @@ class RunSummary(pl.Callback):
         os.replace(tmp, path)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
+                # The best val/mIoU is W&B's own summary (define_metric, "val/mIoU.max").
                 logger.experiment.summary.update(
-                    {"val/mIoU_best": summary["val/mIoU_best"], "params": summary["params"],
-                     "head_params": summary["head_params"], "head_gflops": summary["head_gflops"]})
+                    {"params": summary["params"], "head_params": summary["head_params"],
+                     "head_gflops": summary["head_gflops"]})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/mIoU")
+        if not trainer.sanity_checking and value is not None and (self._best is None or float(value) > self._best[0]):
+            self._best = (float(value), trainer.current_epoch)
         self._write(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module)
+        self._say(trainer)
+
+
+    @rank_zero_only
+    def _say(self, trainer: pl.Trainer) -> None:
+        """The console's last line: best val/mIoU and its epoch, the run folder, how to view the run."""
+        from lit_seg.console import summary_line
+
+        folder = _run_folder(trainer)
+        if folder is None:
+            return
+        wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        run = wandb.experiment if wandb is not None else None
+        url = getattr(run, "url", None) if run is not None and not getattr(run, "offline", True) else None
+        best, epoch = self._best if self._best is not None else (None, None)
+        print(summary_line(best, epoch, str(folder), url or None), flush=True)
 
 
 class AttentionMapLogger(pl.Callback):
@@ -310,3 +354,44 @@ class PredictionLogger(pl.Callback):
             else:  # more classes than 8-bit masks can name: the drawn overlays instead
                 logger.log_image(key="val/predictions", images=same_size(pictures), caption=captions,
                                  step=trainer.global_step)
+
+
+class ConfusionMatrixLogger(pl.Callback):
+    """The row-normalised confusion matrix of every validation (and test), as a picture.
+
+    ``<run folder>/confusion/<stage>_epoch{N}.png`` (offline too) and W&B ``<stage>/confusion_matrix``:
+    rows the label, columns the prediction, each row's share of its label's pixels, class names on
+    the axes (:func:`lit_seg.metrics.confusion_figure`). Drawn from the module's ``last_confmat``,
+    the matrix every metric comes from. Rank zero, never in the sanity check.
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        if every_n_epochs < 1:
+            raise ValueError("ConfusionMatrixLogger: every_n_epochs must be >= 1")
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._draw(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._draw(trainer, pl_module, "test")
+
+    @rank_zero_only
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from lit_seg.metrics import confusion_figure
+
+        confmat = getattr(pl_module, "last_confmat", None)
+        if confmat is None:
+            return
+        names = list(getattr(pl_module, "class_names", None) or range(confmat.shape[0]))
+        picture = confusion_figure(confmat, [str(n) for n in names],
+                                   title=f"{stage} confusion matrix, epoch {trainer.current_epoch} (row-normalised)")
+        if _run_folder(trainer) is not None:
+            folder = Path(_run_folder(trainer)) / "confusion"
+            folder.mkdir(parents=True, exist_ok=True)
+            picture.save(folder / f"{stage}_epoch{trainer.current_epoch}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"{stage}/confusion_matrix", images=[picture], step=trainer.global_step)

@@ -29,6 +29,30 @@ def resume_checkpoint(folder: str | Path) -> Path:
     return candidates[-1]
 
 
+def run_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run folder's best checkpoint (by ``val/mIoU``, as its
+    ``summary.json`` names it, else the newest ``best*.ckpt``), else its newest ``last*.ckpt``."""
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    try:
+        best = json.loads((path / "summary.json").read_text()).get("best_checkpoint")
+    except (OSError, ValueError):
+        best = None
+    if best and Path(best).is_file():
+        return Path(best)
+    if best and (path / "checkpoints" / Path(best).name).is_file():  # the run folder was moved
+        return path / "checkpoints" / Path(best).name
+    for pattern in ("checkpoints/best*.ckpt", "checkpoints/last*.ckpt"):
+        candidates = sorted(path.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if candidates:
+            return candidates[-1]
+    raise ConfigError(f"run folder {path} holds no checkpoint (no checkpoints/best*.ckpt or last*.ckpt); pass a "
+                      f"run folder that trained at least one epoch, or a .ckpt file")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint at ``path`` (tensors memory-mapped, not read), or a ConfigError saying why not."""
     import torch
@@ -105,3 +129,27 @@ def resume_into(csv, folder: Path, checkpoint: dict | None) -> str:
     if csv.class_path == "lightning.pytorch.loggers.CSVLogger":  # a run from before ResumableCSVLogger
         csv.class_path = "lit_seg.fault_tolerance.ResumableCSVLogger"
     return folder.name.rsplit("-", 1)[-1]
+
+
+def expand_run_folder_ckpt(argv: list[str]) -> list[str]:
+    """``--ckpt_path <run folder>`` (validate, test, predict): the run's ``config.yaml`` right after
+    the subcommand (every other argument overrides it) and its best checkpoint as the path."""
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            value, span = args[i + 1], (i, i + 2)
+        elif arg.startswith("--ckpt_path="):
+            value, span = arg.split("=", 1)[1], (i, i + 1)
+        else:
+            continue
+        folder = Path(value)
+        if not folder.is_dir():
+            return args
+        config = folder / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"--ckpt_path {folder} is a folder without config.yaml; pass a run folder "
+                              f"(runs/<experiment>/<run>) or a .ckpt file")
+        args[span[0]:span[1]] = ["--ckpt_path", str(run_checkpoint(folder))]
+        first = 1 if args and not args[0].startswith("-") else 0  # after the subcommand
+        return args[:first] + ["--config", str(config)] + args[first:]
+    return args

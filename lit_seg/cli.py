@@ -22,12 +22,20 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_seg import fault_tolerance, run_lock
-from lit_seg.checkpoints import check_checkpoint_fits, read_checkpoint, resume_checkpoint, resume_config, resume_into
+from lit_seg.checkpoints import (
+    check_checkpoint_fits,
+    expand_run_folder_ckpt,
+    read_checkpoint,
+    resume_checkpoint,
+    resume_config,
+    resume_into,
+)
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.module import SegmentationModule
 from lit_seg.wandb_env import check_wandb_mode, sweep_agent_run_id, wandb_online
 
 RUNS_DIR = "runs"
+# `lit-seg <command>` beside fit/validate/test/predict: the module whose main(argv) runs it.
 
 
 def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
@@ -102,7 +110,7 @@ def merged_config(path: str | Path) -> dict:
 
 def expand_argv(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
-    args = list(argv)
+    args = expand_run_folder_ckpt(list(argv))
     i = 0
     while i < len(args):
         arg = args[i]
@@ -179,6 +187,15 @@ class LitSegCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":  # --writer.format / --writer.overlays / --writer.output_dir
+            from lit_seg.predict import SegmentationWriter
+
+            parser.add_lightning_class_args(SegmentationWriter, "writer")
+            parser.set_defaults(return_predictions=False)  # written to files as they come, not kept
+        return parser
+
     def _parse_ckpt_path(self) -> None:
         """``--resume``: the run's newest last checkpoint. Any checkpoint given is then checked to be a
         readable lit-seg checkpoint before Lightning merges its hyperparameters into the config."""
@@ -223,6 +240,9 @@ class LitSegCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         global _trainer
         _trainer = getattr(self, "trainer", None)  # read when the run fails: did it take a step?
+        from lit_seg.console import drop_wandb_anonymous
+
+        drop_wandb_anonymous(self.trainer)
         if self._checkpoint is not None:
             check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
             self._checkpoint = None
@@ -446,22 +466,26 @@ TOOLS = {
     "report": "lit_seg.study.report",             # an ablation's CSV as a table and a plot
     "maps": "lit_seg.study.maps",                 # attention maps of a trained head on an image
     "sweep": "lit_seg.study.sweep",               # the W&B sweep file, from the head list
+    "export": "lit_seg.export",                   # a trained model as ONNX or TorchScript
 }
 
 
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in TOOLS:
-        import importlib
-
-        code = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
-        raise SystemExit(code if isinstance(code, int) else 0)
     # The W&B run is created inside the run folder before the CSV logger writes there; the
     # folder name is unique per run, so this warning about an existing folder is moot.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    from lit_seg.console import quiet
+
+    quiet()
     global _created_run_folder, _trainer
     _created_run_folder, _trainer, fault_tolerance.stopped_by = None, None, None
     try:
+        if argv[:1] and argv[0] in TOOLS:  # commands of lit-seg's own, not LightningCLI's
+            import importlib
+
+            code = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+            raise SystemExit(code if isinstance(code, int) else 0)
         check_wandb_mode()
         argv = expand_argv(argv)
         if argv[:1] == ["check-data"]:  # every file of the data set read once, before training

@@ -1,6 +1,5 @@
 """The LightningModule: training, evaluation and optimisation around an :class:`EncoderDecoder`."""
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -11,11 +10,12 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_seg.errors import ConfigError
 from lit_seg.inference import segment
 from lit_seg.losses import CrossEntropy, OhemCrossEntropy, masked_cross_entropy
+from lit_seg.metrics import named_scores
 from lit_seg.models.encoder import build_encoder
 from lit_seg.models.encoder_decoder import EncoderDecoder, HeadFactory
 from lit_seg.models.gc_backbone import insert_global_context
@@ -138,9 +138,11 @@ class SegmentationModule(pl.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.val_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index,
-                                              zero_division=math.nan)
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore_index)
+        # One confusion matrix over the whole set (summed across processes): every metric comes
+        # from it (lit_seg.metrics), so mIoU is the official one, not a mean of per-image values.
+        self.val_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+        # The last evaluation's matrix (C, C) on the CPU, for ConfusionMatrixLogger and summary.json.
+        self.last_confmat: Tensor | None = None
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.channels_last and isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
@@ -178,19 +180,17 @@ class SegmentationModule(pl.LightningModule):
         loss = (F.nll_loss(scores.clamp_min(1e-12).log(), masks, ignore_index=self.ignore_index) if are_probs
                 else masked_cross_entropy(scores, masks, ignore_index=self.ignore_index))
         self.log(f"{stage}/loss", loss, sync_dist=True)
-        preds = scores.argmax(dim=1)
-        self.val_iou.update(preds, masks)
-        self.val_acc.update(preds, masks)
+        self.val_confmat.update(scores.argmax(dim=1), masks)
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        # One confusion matrix over the whole set (summed across processes): the official mIoU.
-        # Classes absent from both labels and predictions are NaN and left out of the mean.
-        iou = self.val_iou.compute()
-        self.log(f"{stage}/mIoU", iou.nanmean(), prog_bar=True)
-        self.log(f"{stage}/pixel_acc", self.val_acc.compute())
-        self.log_dict({f"{stage}/IoU/{name}": value for name, value in zip(self.class_names, iou)})
-        self.val_iou.reset()
-        self.val_acc.reset()
+        # mIoU, mAcc, aAcc, mDice and per-class IoU/Acc/Dice (lit_seg.metrics); classes absent from
+        # both labels and predictions are NaN and left out of the means.
+        confmat = self.val_confmat.compute()
+        self.last_confmat = confmat.detach().cpu()
+        values = named_scores(confmat, self.class_names, prefix=f"{stage}/")
+        self.log(f"{stage}/mIoU", values.pop(f"{stage}/mIoU"), prog_bar=True)
+        self.log_dict(values)
+        self.val_confmat.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -226,7 +226,7 @@ def overlay(image_rgb: np.ndarray, maps: Mapping[str, Tensor], points: Sequence[
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
 
 
-def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, prediction: Tensor | np.ndarray,
+def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray | None, prediction: Tensor | np.ndarray,
                        class_names: Sequence[str], palette: Sequence[Sequence[int]] | None = None,
                        ignore_index: int = 255, alpha: float = 0.6, panel_inches: float = 2.4,
                        dpi: int = 100) -> Image.Image:
@@ -236,7 +236,7 @@ def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, predi
     :func:`overlay`, default matplotlib's tab10; ``ignore_index`` pixels white). The legend lists
     the classes present in the ground truth or the prediction, by ``class_names``, and "ignore"
     when the ground truth has ignored pixels; the prediction's title gives its pixel accuracy on
-    the non-ignored pixels.
+    the non-ignored pixels. Without a ``target`` (an image with no mask): image | prediction.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -245,8 +245,10 @@ def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, predi
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise ConfigError(f"expected an RGB image (H, W, 3), got {image_rgb.shape}")
-    target = np.asarray(target.cpu() if isinstance(target, Tensor) else target).astype(np.int64)
     prediction = np.asarray(prediction.cpu() if isinstance(prediction, Tensor) else prediction).astype(np.int64)
+    labelled = target is not None
+    target = (np.asarray(target.cpu() if isinstance(target, Tensor) else target).astype(np.int64) if labelled
+              else np.full_like(prediction, ignore_index))
     height, width = image_rgb.shape[:2]
     if target.shape != (height, width) or prediction.shape != (height, width):
         raise ValueError(f"target {target.shape} and prediction {prediction.shape} must be the image's {(height, width)}")
@@ -265,7 +267,7 @@ def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, predi
     present = sorted((set(np.unique(target[valid]).tolist()) | set(np.unique(prediction).tolist())) - {ignore_index})
     handles = [Patch(facecolor=palette[c % len(palette)] / 255, edgecolor="black", linewidth=0.5,
                      label=class_names[c] if 0 <= c < len(class_names) else str(c)) for c in present]
-    if not valid.all():
+    if labelled and not valid.all():
         handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.5, label="ignore"))
 
     columns = min(len(handles), 4) or 1
@@ -273,11 +275,12 @@ def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray, predi
     panel_h = panel_inches * height / max(height, width)
     panel_w = panel_inches * width / max(height, width)
     legend_h = 0.22 * legend_rows + 0.1
-    fig = Figure(figsize=(3 * panel_w + 0.2, panel_h + 0.35 + legend_h), dpi=dpi)
+    panels = ([("image", image_rgb), ("ground truth", blend(target)),
+               (f"prediction (pixel acc {accuracy:.3f})", blend(prediction))] if labelled
+              else [("image", image_rgb), ("prediction", blend(prediction))])
+    fig = Figure(figsize=(len(panels) * panel_w + 0.2, panel_h + 0.35 + legend_h), dpi=dpi)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3, squeeze=False)[0]
-    panels = [("image", image_rgb), ("ground truth", blend(target)),
-              (f"prediction (pixel acc {accuracy:.3f})", blend(prediction))]
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, picture) in zip(axes, panels):
         ax.imshow(picture, interpolation="nearest")
         ax.set_title(title, fontsize=8)

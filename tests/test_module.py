@@ -60,8 +60,7 @@ def test_miou_is_dataset_level_from_one_confusion_matrix():
     preds = [torch.tensor([[0, 0, 1, 1]]), torch.tensor([[1, 1, 1, 2]])]
     target = [torch.tensor([[0, 1, 1, 255]]), torch.tensor([[1, 1, 2, 2]])]
     for p, t in zip(preds, target):
-        module.val_iou.update(p, t)
-        module.val_acc.update(p, t)
+        module.val_confmat.update(p, t)
     logged = {}
     module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
     module.log_dict = lambda d, **_: logged.update({k: float(v) for k, v in d.items()})
@@ -74,7 +73,15 @@ def test_miou_is_dataset_level_from_one_confusion_matrix():
     assert logged["val/IoU/c"] == pytest.approx(1 / 2)
     assert math.isnan(logged["val/IoU/d"])
     assert logged["val/mIoU"] == pytest.approx((1 / 2 + 3 / 5 + 1 / 2) / 3)
-    assert logged["val/pixel_acc"] == pytest.approx(5 / 7)
+    assert logged["val/pixel_acc"] == logged["val/aAcc"] == pytest.approx(5 / 7)
+    # Per-class accuracy TP / (TP + FN): a 1/1, b 3/4, c 1/2, d no label -> NaN.
+    assert [logged[f"val/Acc/{c}"] for c in "abc"] == pytest.approx([1, 3 / 4, 1 / 2])
+    assert math.isnan(logged["val/Acc/d"])
+    assert logged["val/mAcc"] == pytest.approx((1 + 3 / 4 + 1 / 2) / 3)
+    # Dice 2TP / (2TP + FP + FN): a 2/3, b 6/8, c 2/3; d NaN.
+    assert [logged[f"val/Dice/{c}"] for c in "abc"] == pytest.approx([2 / 3, 6 / 8, 2 / 3])
+    assert logged["val/mDice"] == pytest.approx((2 / 3 + 6 / 8 + 2 / 3) / 3)
+    assert module.last_confmat.tolist() == [[1, 0, 0, 0], [1, 3, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
 
 
 def test_poly_schedule_steps_every_iteration():

@@ -105,7 +105,26 @@ def test_attention_maps_and_summary_numbers(offline_run):
     assert summary["head_params"] == saved["head_params"] > 0 and summary["params"] == saved["params"]
     assert summary["head_gflops"] == pytest.approx(saved["head_gflops"]) and saved["head_gflops"] > 0
     assert saved["head_flops_input"] == [1, 3, 64, 64]
-    assert summary["val/mIoU_best"] == pytest.approx(saved["val/mIoU_best"])
+    # W&B's own best/last summaries (define_metric), equal to what summary.json and the checkpoint saw.
+    assert summary["val/mIoU"]["max"] == pytest.approx(saved["val/mIoU_best"])
+    assert summary["val/mIoU"]["last"] == pytest.approx(saved["metrics"]["val/mIoU"])
+    assert summary["val/loss"]["min"] <= summary["val/loss"]["last"]
+
+
+def test_every_metric_comes_from_the_saved_confusion_matrix(offline_run):
+    from lit_seg.metrics import named_scores
+
+    saved = json.loads((offline_run["folder"] / "summary.json").read_text())
+    confmat = torch.tensor(saved["confusion_matrix"])
+    assert confmat.shape == (4, 4) and 0 < int(confmat.sum()) <= 16 * 64 * 64  # 16 val images, ignore left out
+    expected = named_scores(confmat, CLASSES, prefix="val/")
+    for key in ("val/mIoU", "val/mAcc", "val/aAcc", "val/mDice", "val/pixel_acc", "val/Acc/object_red",
+                "val/Dice/background", "val/IoU/object_blue"):
+        assert saved["metrics"][key] == pytest.approx(expected[key], abs=1e-6, nan_ok=True), key
+    assert sorted(p.name for p in (offline_run["folder"] / "confusion").iterdir()) == ["val_epoch0.png",
+                                                                                     "val_epoch1.png"]
+    logged = [h for h in offline_run["history"] if h.get("val/confusion_matrix._type") == "images/separated"]
+    assert len(logged) == 2
 
 
 def test_offline_run_logs_no_checkpoint_artifacts(offline_run):

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lit_seg.data.datasets import SegmentationDataset, build_dataset
+from lit_seg.data.datasets.images import ImageFiles
 from lit_seg.data.loader import ResumableLoader, mix_seed, training_seed
 from lit_seg.data.synthetic import ContextCueDataset
 from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
@@ -26,6 +27,11 @@ def _eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoa
     # Its own generator: iterating it draws nothing from the global RNG (see lit_seg.data.loader).
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(0))
+
+
+def _predict_loader(folder: str, num_workers: int) -> DataLoader:
+    # One image per batch: the images may all differ in size.
+    return _eval_loader(ImageFiles(folder, eval_transform()), 1, num_workers)
 
 
 class _Normalized(Dataset):
@@ -56,6 +62,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         batch_size: images per batch (per process).
         num_workers: data loader workers; one renders batches beside the training process.
         seed: data seed (independent of the training seed).
+        predict_dir: ``lit-seg predict`` reads every image in this folder (any size, no masks)
+            instead of the test split.
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class SyntheticDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 1,
         seed: int = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -105,6 +114,8 @@ class SyntheticDataModule(pl.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        if self.hparams.predict_dir:
+            return _predict_loader(self.hparams.predict_dir, self.num_workers)
         return self._loader("test")
 
 
@@ -125,6 +136,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         scale_range: (min, max) rescale ratio for training.
         batch_size: training images per batch (per process).
         num_workers: data loader workers (decoding 2048x1024 PNGs is the bottleneck: use several).
+        predict_dir: ``lit-seg predict`` reads every image in this folder (any size, no masks)
+            instead of ``test_split``.
     """
 
     def __init__(
@@ -138,6 +151,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         scale_range: tuple[float, float] = (0.5, 2.0),
         batch_size: int = 2,
         num_workers: int = 4,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -164,7 +178,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                                   f"{self.batch_size}: not one full training batch; add images or lower "
                                   f"data.init_args.batch_size")
             self.splits["train"] = train
-        if stage in ("test", "predict") and "test" not in self.splits:
+        if (stage == "test" or stage == "predict" and not hp.predict_dir) and "test" not in self.splits:
             self.splits["test"] = (self.splits["val"] if hp.test_split == hp.val_split
                                    else build_dataset(hp.dataset, hp.root, hp.test_split, eval_transform()))
 
@@ -188,4 +202,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._loader("test", 1)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.hparams.predict_dir:
+            return _predict_loader(self.hparams.predict_dir, self.num_workers)
         return self._loader("test", 1)

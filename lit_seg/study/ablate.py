@@ -58,6 +58,7 @@ COLUMNS_BEFORE_CLASSES = [
     "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
 ]
 COLUMNS_AFTER_CLASSES = [
+    "val_mAcc_final", "val_aAcc_final", "val_mDice_final",
     "params", "head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",
 ]
@@ -186,6 +187,9 @@ def collect(run_folder: Path) -> dict:
         "val_mIoU_best": summary.get("val/mIoU_best"),
         "val_mIoU_final": metrics.get("val/mIoU"),
         "val_pixel_acc_final": metrics.get("val/pixel_acc"),
+        "val_mAcc_final": metrics.get("val/mAcc"),
+        "val_aAcc_final": metrics.get("val/aAcc"),
+        "val_mDice_final": metrics.get("val/mDice"),
         "params": summary.get("params"),
         "steps": summary.get("global_step"),
         "wandb_run_id": summary.get("wandb_run_id") or "",

@@ -27,11 +27,13 @@ from lit_seg.models.heads import HEADS
 IOU_PREFIX = "IoU/"
 METRIC = "val_mIoU_best"
 
-# The contract with lit-seg ablate (lit_seg/study/ablate.py): the columns of results/<ablation>.csv, in order (the
-# per-class ``IoU/<class>`` columns come after val_mIoU_first).
+# The contract with lit-seg ablate (lit_seg/study/ablate.py): the columns of results/<ablation>.csv,
+# in order (the per-class ``IoU/<class>`` columns come after val_mIoU_first; the other metrics of
+# lit_seg.metrics after them).
 COLUMNS = [
     "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
     "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
+    "val_mAcc_final", "val_aAcc_final", "val_mDice_final",
     "params", "head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder",
 ]
@@ -85,7 +87,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
                                               df.loc[missing_recurrence, "head_options"])]
     iou = [c for c in df.columns if c.startswith(IOU_PREFIX)]
     extra = [c for c in df.columns if c not in COLUMNS and c not in iou]
-    split = COLUMNS.index("params")  # per-class IoU columns go just before it
+    split = COLUMNS.index("val_mIoU_first") + 1  # per-class IoU columns go just after it
     return df[COLUMNS[:split] + iou + COLUMNS[split:] + extra].reset_index(drop=True)
 
 
@@ -143,9 +145,13 @@ def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = N
             "seed": config.get("seed_everything"),
             "overrides": "",
             "status": _status(getattr(run, "state", "finished")),
-            "val_mIoU_best": _number(summary.get("val/mIoU_best")),
-            "val_mIoU_final": _number(summary.get("val/mIoU")),
+            # W&B's define_metric summaries ({"max": ..., "last": ...}); older runs wrote val/mIoU_best.
+            "val_mIoU_best": _number(_aggregate(summary.get("val/mIoU"), "max", summary.get("val/mIoU_best"))),
+            "val_mIoU_final": _number(_aggregate(summary.get("val/mIoU"), "last")),
             "val_pixel_acc_final": _number(summary.get("val/pixel_acc")),
+            "val_mAcc_final": _number(_aggregate(summary.get("val/mAcc"), "last")),
+            "val_aAcc_final": _number(_aggregate(summary.get("val/aAcc"), "last")),
+            "val_mDice_final": _number(_aggregate(summary.get("val/mDice"), "last")),
             "val_mIoU_first": math.nan,  # from the history
             "steps": _number(summary.get("trainer/global_step")),
             "wall_s": _number(summary.get("_runtime")),
@@ -168,6 +174,14 @@ def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = N
 def _status(state: Any) -> str:
     state = str(state or "").lower()
     return state if state in ("finished", "running", "pending") else "failed"
+
+
+def _aggregate(value: Any, key: str, default: Any = None) -> Any:
+    """A W&B summary entry: ``value[key]`` for a define_metric dict (``{"max": .., "last": ..}``); a
+    plain value (an older run) is the last one; ``default`` otherwise."""
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        return dict(value).get(key, default)
+    return value if key == "last" and value is not None else default
 
 
 def _number(value: Any) -> float:
