@@ -46,25 +46,14 @@ import yaml
 from lit_seg import run_lock
 from lit_seg.cli import merged_config
 from lit_seg.errors import ConfigError, RunError
+from lit_seg.study import columns as columns_
 
 # Relative to the working directory, as the run folders (runs/): run from the repository root.
 EXPERIMENTS = Path("experiments")
 MIB = 2**20
 
-# The contract with notebooks/ablation_analysis (lit_seg.study.analysis); per-class ``IoU/<class>``
-# columns go between ``val_mIoU_first`` and ``params``.
-COLUMNS_BEFORE_CLASSES = [
-    "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
-    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
-]
-COLUMNS_AFTER_CLASSES = [
-    "val_mAcc_final", "val_aAcc_final", "val_mDice_final",
-    "params", "head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
-    "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",
-]
 EXIT_MARK = "# ablate: exit code "
 PID_MARK = "# ablate: pid "
-COST_COLUMNS = ["head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -133,7 +122,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def write_rows(path: Path, rows: list[dict]) -> None:
     classes = [c for row in rows for c in row if c.startswith("IoU/")]
-    columns = COLUMNS_BEFORE_CLASSES + list(dict.fromkeys(classes)) + COLUMNS_AFTER_CLASSES
+    columns = columns_.BEFORE_CLASSES + list(dict.fromkeys(classes)) + columns_.AFTER_CLASSES
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", newline="") as f:
@@ -369,9 +358,9 @@ def _duration(seconds: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="lit-seg ablate", description=__doc__.split("\n\n")[0], usage="%(prog)s [ABLATION.yaml] [options] "
-                                     "[-- FIT_ARGS...]", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__)
+    parser = argparse.ArgumentParser(prog="lit-seg ablate", description=__doc__.split("\n\n")[0],
+                                     usage="%(prog)s [ABLATION.yaml] [options] [-- FIT_ARGS...]",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("ablation", nargs="?", type=Path, help="an ablation file (experiments/ablations/*.yaml)")
     parser.add_argument("--experiments", nargs="+", metavar="NAME_OR_GLOB",
                         help="experiments instead of (or replacing) the file's")
@@ -428,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     costs: dict[str, dict] = {}
     for r in rows:  # cost already measured by an earlier (interrupted) call
         if r.get("status") == "finished" and r.get("overrides") == override_text and r.get("head_fwdbwd_ms"):
-            costs.setdefault(r["experiment"], {k: r[k] for k in COST_COLUMNS if k in r})
+            costs.setdefault(r["experiment"], {k: r[k] for k in columns_.COST_COLUMNS if k in r})
     if args.remeasure_cost:
         costs = {}
     # Costs first, while no run competes for the cores (latencies would be inflated).

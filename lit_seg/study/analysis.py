@@ -23,24 +23,12 @@ import numpy as np
 import pandas as pd
 
 from lit_seg.models.heads import HEADS
+from lit_seg.study.columns import BEFORE_CLASSES, COLUMNS, INT_COLUMNS, IOU_PREFIX, TEXT_COLUMNS
+from lit_seg.study.columns import COST_COLUMNS as MEASURED_COSTS
 
-IOU_PREFIX = "IoU/"
 METRIC = "val_mIoU_best"
-
-# The contract with lit-seg ablate (lit_seg/study/ablate.py): the columns of results/<ablation>.csv,
-# in order (the per-class ``IoU/<class>`` columns come after val_mIoU_first; the other metrics of
-# lit_seg.metrics after them).
-COLUMNS = [
-    "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
-    "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
-    "val_mAcc_final", "val_aAcc_final", "val_mDice_final",
-    "params", "head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib",
-    "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder",
-]
-TEXT_COLUMNS = ["ablation", "experiment", "head", "head_options", "overrides", "status", "wandb_run_id",
-                "wandb_group", "run_folder"]
-INT_COLUMNS = ["recurrence", "seed", "steps", "params", "head_params"]
-COST_COLUMNS = ["head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
+# The head costs the tables and plots show (the whole model's FLOPs stay in the CSV).
+COST_COLUMNS = [c for c in MEASURED_COSTS if c != "model_gflops"]
 COST_LABELS = {
     "params": "params",
     "head_params": "head params",
@@ -87,7 +75,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
                                               df.loc[missing_recurrence, "head_options"])]
     iou = [c for c in df.columns if c.startswith(IOU_PREFIX)]
     extra = [c for c in df.columns if c not in COLUMNS and c not in iou]
-    split = COLUMNS.index("val_mIoU_first") + 1  # per-class IoU columns go just after it
+    split = len(BEFORE_CLASSES)  # per-class IoU columns go just after these
     return df[COLUMNS[:split] + iou + COLUMNS[split:] + extra].reset_index(drop=True)
 
 
