@@ -373,3 +373,13 @@ def test_check_data_command_exits_2_on_a_bad_file_and_makes_no_run_folder(tmp_pa
     assert lines[-1].startswith(f"lit-seg: check-data: 4 image/mask pairs of folder at {root} (train, val) read in ")
     assert lines[-1].endswith("3 bad, 1 without labelled pixels")
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_set_names_are_a_type_the_cli_checks():
+    import typing
+
+    from lit_seg.data.datamodule import SegmentationDataModule
+    from lit_seg.data.datasets import DATASETS, DatasetName
+
+    assert typing.get_args(DatasetName) == tuple(DATASETS)
+    assert typing.get_type_hints(SegmentationDataModule.__init__)["dataset"] == DatasetName

@@ -8,7 +8,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from lit_seg.data.datasets import SegmentationDataset, build_dataset
+from lit_seg.data.datasets import DatasetName, SegmentationDataset, build_dataset
 from lit_seg.data.datasets.images import ImageFiles
 from lit_seg.data.loader import ResumableLoader, mix_seed, training_seed
 from lit_seg.data.synthetic import ContextCueDataset
@@ -142,7 +142,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        dataset: str,
+        dataset: DatasetName,
         root: str,
         train_split: str = "train",
         val_split: str = "val",

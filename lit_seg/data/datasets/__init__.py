@@ -6,6 +6,7 @@ and int64 (H, W) train ids with 255 for ignore.
 """
 
 from pathlib import Path
+from typing import Literal
 
 from lit_seg.data.datasets.ade20k import ADE20KDataset
 from lit_seg.data.datasets.base import IGNORE_INDEX, SegmentationDataset, Transform
@@ -20,6 +21,9 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "ade20k": ADE20KDataset,
     "folder": FolderDataset,
 }
+# The names as a type, built from DATASETS (not a second list): the CLI checks `data.init_args.dataset`
+# against it and `--help` lists the choices.
+DatasetName = Literal[tuple(DATASETS)]
 
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None) -> SegmentationDataset:
@@ -38,6 +42,7 @@ __all__ = [
     "ADE20KDataset",
     "CityscapesDataset",
     "DATASETS",
+    "DatasetName",
     "FolderDataset",
     "IGNORE_INDEX",
     "SegmentationDataset",
