@@ -79,7 +79,8 @@ def read_checkpoint(path: str | Path) -> dict:
                   .split(". ")[0].strip()[:160] or type(err).__name__)
         raise ConfigError(f"checkpoint {path} cannot be read ({reason}): the file is truncated or corrupt, or not a "
                           f"PyTorch checkpoint; use another one (e.g. the best-*.ckpt beside it)") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+    if (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint
+            or "pytorch-lightning_version" not in checkpoint):
         raise ConfigError(f"{path} is not a Lightning checkpoint (no state_dict and loop state): a plain weights file? "
                           f"For pretrained encoder weights use --model.encoder_weights {path}")
     return checkpoint
@@ -105,7 +106,8 @@ def check_checkpoint_fits(checkpoint: dict, model, path) -> None:
         if missing:
             parts.append(f"{len(missing)} of this model's {len(ours)} weights missing (e.g. {missing[0]})")
         if unexpected:
-            parts.append(f"{len(unexpected)} weight{'s' * (len(unexpected) > 1)} this model lacks (e.g. {unexpected[0]})")
+            parts.append(f"{len(unexpected)} weight{'s' * (len(unexpected) > 1)} this model lacks "
+                         f"(e.g. {unexpected[0]})")
         if reshaped:
             k = reshaped[0]
             parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(theirs[k].shape)} there, "

@@ -399,8 +399,8 @@ def _prepare_run_folder(run_dir: Path, fresh: bool, ckpt_path) -> None:
     global _created_run_folder
     if fresh and str(ckpt_path) == "last":
         raise ConfigError("--ckpt_path last looks in this run's own folder, and every run gets a new one: pass the "
-                          "checkpoint's path (runs/<experiment>/<run>/checkpoints/last.ckpt), or to continue an earlier "
-                          "run: lit-seg fit --resume runs/<experiment>/<run>")
+                          "checkpoint's path (runs/<experiment>/<run>/checkpoints/last.ckpt), or to continue an "
+                          "earlier run: lit-seg fit --resume runs/<experiment>/<run>")
     existed = run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -452,7 +452,7 @@ def _parse_error_message(err: Exception) -> str:
     if '"model.head"' in text:
         from lit_seg.models import heads
 
-        choices = ", ".join(name for name in heads.__all__ if name != "DecodeHead")
+        choices = ", ".join(sorted({variant.head.__name__ for variant in heads.HEADS.values()}))
         return (f"unknown or invalid head: choose one of {choices} (lit_seg.models.heads) or give the dotted "
                 f"path of a DecodeHead subclass. Parser said: {text}")
     return f"{text} (see --help for the accepted options)"
@@ -467,6 +467,7 @@ TOOLS = {
     "maps": "lit_seg.study.maps",                 # attention maps of a trained head on an image
     "sweep": "lit_seg.study.sweep",               # the W&B sweep file, from the head list
     "export": "lit_seg.export",                   # a trained model as ONNX or TorchScript
+    "dashboard": "lit_seg.study.dashboard",       # an ablation's W&B workspace (wandb-workspaces), online
 }
 
 

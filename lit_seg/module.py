@@ -106,8 +106,8 @@ class SegmentationModule(pl.LightningModule):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ConfigError(f"{len(class_weights)} class weights for {num_classes} classes: model.class_weights needs "
-                              f"one weight per class ({', '.join(self.class_names)})")
+            raise ConfigError(f"{len(class_weights)} class weights for {num_classes} classes: model.class_weights "
+                              f"needs one weight per class ({', '.join(self.class_names)})")
         if loss not in ("ce", "ohem"):
             raise ConfigError(f"loss must be 'ce' or 'ohem', got {loss!r}")
         if eval_mode not in ("whole", "slide"):

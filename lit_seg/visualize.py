@@ -108,7 +108,8 @@ def predict(model: EncoderDecoder, image: Tensor) -> Tensor:
         return model(image[None])["out"][0].argmax(dim=0).cpu()
 
 
-def denormalize(image: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def denormalize(image: Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
     """A normalised (3, H, W) image -> uint8 RGB (H, W, 3)."""
     _check_image(image)
     image = image.detach().float().cpu()
@@ -251,7 +252,8 @@ def prediction_overlay(image_rgb: np.ndarray, target: Tensor | np.ndarray | None
               else np.full_like(prediction, ignore_index))
     height, width = image_rgb.shape[:2]
     if target.shape != (height, width) or prediction.shape != (height, width):
-        raise ValueError(f"target {target.shape} and prediction {prediction.shape} must be the image's {(height, width)}")
+        raise ValueError(f"target {target.shape} and prediction {prediction.shape} must be the image's "
+                         f"{(height, width)}")
     if palette is None:
         from matplotlib import colormaps
 

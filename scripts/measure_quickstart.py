@@ -69,7 +69,8 @@ def main() -> None:
         miou = [r["val_mIoU_best"] for r in mine]
         wall = [r["wall_s"] for r in mine]
         std = statistics.stdev(miou) if len(miou) > 1 else 0.0
-        print(f"| {experiment} | {statistics.mean(miou):.3f} ± {std:.3f} | {statistics.mean(wall):.0f} (max {max(wall):.0f}) |")
+        print(f"| {experiment} | {statistics.mean(miou):.3f} ± {std:.3f} "
+              f"| {statistics.mean(wall):.0f} (max {max(wall):.0f}) |")
 
 
 if __name__ == "__main__":

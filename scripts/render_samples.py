@@ -37,7 +37,8 @@ def main() -> None:
         image, mask = dataset[i]
         rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         separator = np.full((gap, rgb.shape[1], 3), 255, dtype=np.uint8)
-        columns += [np.concatenate([rgb, separator, colors[mask.numpy()]]), np.full((2 * 96 + gap, gap, 3), 255, np.uint8)]
+        columns += [np.concatenate([rgb, separator, colors[mask.numpy()]]),
+                    np.full((2 * 96 + gap, gap, 3), 255, np.uint8)]
     grid = Image.fromarray(np.concatenate(columns[:-1], axis=1))
     grid = grid.resize((grid.width * args.scale, grid.height * args.scale), Image.NEAREST)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -101,12 +101,14 @@ def serve(cases: list[dict], timeout: float) -> list[dict]:
                     code = -9
                     break
                 time.sleep(0.05)
-            read = lambda path: Path(path).read_text(errors="replace") if os.path.exists(path) else ""
+            def read(path):
+                return Path(path).read_text(errors="replace") if os.path.exists(path) else ""
             results.append({"returncode": code, "stdout": read(out), "stderr": read(err)})
     return results
 
 
-def run_many(cases: list[tuple[list[str], Path, dict[str, str]]], timeout: float = 120) -> list[subprocess.CompletedProcess]:
+def run_many(cases: list[tuple[list[str], Path, dict[str, str]]],
+             timeout: float = 120) -> list[subprocess.CompletedProcess]:
     """Runs each ``(args, cwd, extra env)`` as ``python -m lit_seg *args`` (see the module docstring)."""
     base = {**os.environ, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
     payload = [{"args": list(args), "cwd": str(cwd), "env": {**base, **env}} for args, cwd, env in cases]

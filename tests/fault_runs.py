@@ -35,8 +35,8 @@ def run_fault_fits(cwd: Path) -> dict[str, subprocess.CompletedProcess]:
     commands = {
         "ref": (["fit", *CONFIG, *TINY_FIT, "--experiment", "ref"], off),
         "again": (["fit", *CONFIG, *TINY_FIT, "--experiment", "again"], off),
-        "int": (["fit", *CONFIG, *TINY_FIT, "--experiment", "int", hook("SignalAtStep", step=1, signum=int(signal.SIGINT))],
-                offline),
+        "int": (["fit", *CONFIG, *TINY_FIT, "--experiment", "int",
+                 hook("SignalAtStep", step=1, signum=int(signal.SIGINT))], offline),
         "res1": (["fit", "--resume", RUN, hook("SignalAtStep", step=3, signum=int(signal.SIGTERM))], offline),
         "res2": (["fit", "--resume", RUN], offline),
         "nan": (["fit", *CONFIG, *TINY_FIT, "--experiment", "nan", hook("PoisonAtStep", step=4)], off),

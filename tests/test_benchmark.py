@@ -60,7 +60,7 @@ def test_seed_operator_matches_ours_forward_and_backward(name):
             compared += 1
     assert compared == len(params_ours)
     # The seeds' conv bias in front of a BatchNorm (left out in ours) gets no gradient.
-    for o, s in seed_ops._BIAS_BEFORE_NORM.get(type(seed), []):
+    for _o, s in seed_ops._BIAS_BEFORE_NORM.get(type(seed), []):
         torch.testing.assert_close(params_seed[s].grad, torch.zeros_like(params_seed[s]))
 
 
@@ -123,8 +123,8 @@ def test_fresh_process_measurement():
 
 TINY = ["--channels", "16", "--size", "8", "8", "--batch", "2", "--repeats", "1", "--warmup", "0",
         "--threads", "1", "--in-process", "--matmul-n", "64", "--min-time", "0"]
-COLUMNS = {"name", "impl", "params", "flops_fwd", "flops_fwdbwd", "gflop_fwd", "gflop_fwdbwd", "fwd_ms", "fwdbwd_ms", "peak_fwd_mib",
-           "peak_fwdbwd_mib", "rss_fwdbwd_mib", "gflops_achieved", "matmul_fraction", "load1", "note"}
+COLUMNS = {"name", "impl", "params", "flops_fwd", "flops_fwdbwd", "gflop_fwd", "gflop_fwdbwd", "fwd_ms", "fwdbwd_ms",
+           "peak_fwd_mib", "peak_fwdbwd_mib", "rss_fwdbwd_mib", "gflops_achieved", "matmul_fraction", "load1", "note"}
 
 
 def _read(path):

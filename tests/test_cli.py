@@ -15,6 +15,7 @@ from lit_seg.errors import ConfigError
 from lit_seg.module import SegmentationModule
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg
 
+
 def test_base_include_expands_to_base_then_the_experiments_own_keys(tmp_path):
     (tmp_path / "base.yaml").write_text("seed_everything: 3\nmodel: {encoder_depth: 3}\n")
     (tmp_path / "mid.yaml").write_text("_base_: base.yaml\nmodel: {aux_weight: 0.0}\n")
@@ -146,7 +147,7 @@ def test_console_scripts_and_module_run_the_lit_seg_cli():
 @pytest.mark.slow
 def test_a_run_without_loggers_still_gets_its_own_run_folder(tmp_path):
     from tests.cli_fork import run_many
-    from tests.conftest import EXPERIMENTS, TINY_FIT
+    from tests.conftest import EXPERIMENTS
 
     # Twice in one folder: Lightning's config saver would write ./config.yaml and refuse the second.
     command = ["fit", "--config", str(EXPERIMENTS / "ccnet_r2.yaml"), *TINY_FIT, "--trainer.max_epochs", "1",

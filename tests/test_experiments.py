@@ -2,10 +2,9 @@
 for two steps, writing a complete run folder."""
 
 import csv
+import inspect
 import json
 import math
-
-import inspect
 
 import pytest
 import yaml

@@ -44,7 +44,8 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(fault_runs):
     folder = run_folder(cwd, "full")
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     # The third write fails: last.ckpt, or a new best-*.ckpt first when the second validation improved.
-    assert re.search(rf"lit-seg: error: could not write checkpoint {re.escape(str(folder.relative_to(cwd)))}/checkpoints/"
+    assert re.search(rf"lit-seg: error: could not write checkpoint {re.escape(str(folder.relative_to(cwd)))}"
+                     rf"/checkpoints/"
                      rf"(last|best-epoch\d+)\.ckpt: No space left on device; the previous checkpoint there is intact",
                      done.stderr), done.stderr[-2000:]
     assert _load(folder / "checkpoints" / "last.ckpt")["global_step"] == 3
@@ -159,7 +160,8 @@ def test_training_images_without_labelled_pixels_add_zero_loss_not_nan(tmp_path)
     for split in ("val",):  # validation has labels, so the run reports a metric
         for name in ("a.png", "b.png"):
             (root / "masks" / split / name).write_bytes((tmp_path / "labelled" / "masks" / split / name).read_bytes())
-    (done,) = run_many([(["fit", "--config", str(EXPERIMENTS / "fcn.yaml"), "--data", "lit_seg.data.SegmentationDataModule",
+    (done,) = run_many([(["fit", "--config", str(EXPERIMENTS / "fcn.yaml"),
+                          "--data", "lit_seg.data.SegmentationDataModule",
                           "--data.init_args.dataset", "folder", "--data.init_args.root", str(root),
                           "--data.init_args.crop_size", "[64,64]", "--data.init_args.batch_size", "2",
                           "--data.init_args.num_workers", "0", "--trainer.max_epochs", "2",

@@ -100,7 +100,8 @@ def bn(c: int) -> int:
 
 
 CLS = conv(512, 19, bias=True)  # conv_seg
-FCN2 = conv(2048, 512, 3) + bn(512) + conv(512, 512, 3) + bn(512) + conv(2048 + 512, 512, 3) + bn(512)  # convs + conv_cat
+FCN2 = (conv(2048, 512, 3) + bn(512) + conv(512, 512, 3) + bn(512)
+        + conv(2048 + 512, 512, 3) + bn(512))  # convs + conv_cat
 NL = 3 * conv(512, 256, bias=True) + conv(256, 512) + bn(512)  # g, theta, phi; conv_out with norm
 OC_SELF_ATTENTION = {  # f_key (conv + ABN), f_value, W
     "base": conv(512, 256) + bn(256) + conv(512, 256, bias=True) + conv(256, 512, bias=True),

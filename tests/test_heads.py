@@ -15,7 +15,7 @@ from lit_seg.models.attention import GlobalContextBlock
 from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_context
 from lit_seg.models.heads import HEADS as HEAD_LIST
 from lit_seg.models.heads import DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
-from lit_seg.models.heads.ocnet import regional_attention_map, regional_self_attention, region_bounds
+from lit_seg.models.heads.ocnet import region_bounds, regional_attention_map, regional_self_attention
 from lit_seg.module import SegmentationModule
 from tests.conftest import randomize
 

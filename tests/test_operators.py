@@ -11,8 +11,8 @@ from lit_seg.models.attention import (
     NonLocal2d,
     PositionAttention,
     SelfAttention2d,
+    functional,
 )
-from lit_seg.models.attention import functional
 from lit_seg.models.attention.non_local import _relu_pair_sum
 from tests import reference
 from tests.conftest import randomize
@@ -246,7 +246,8 @@ BAD_QUERIES = [torch.tensor([[5, 0]]), torch.tensor([[0, -1]]), torch.tensor([0,
 @pytest.mark.parametrize("queries", BAD_QUERIES)
 def test_attention_map_rejects_bad_queries(queries):
     x = torch.randn(1, 8, 5, 7)
-    for block in (NonLocal2d(8), SelfAttention2d(8, key_channels=4, value_channels=4), PositionAttention(8), CrissCrossAttention(8)):
+    for block in (NonLocal2d(8), SelfAttention2d(8, key_channels=4, value_channels=4), PositionAttention(8),
+                  CrissCrossAttention(8)):
         with pytest.raises(ValueError, match="queries"):
             block.attention_map(x, queries)
 

@@ -78,7 +78,8 @@ def main(argv: Sequence[str]) -> int:
             super().add_arguments_to_parser(parser)
             parser.add_argument("--splits", type=list[str] | None, default=None,
                                 help="splits to check (default: the data module's train, val and test splits)")
-            parser.add_argument("--workers", type=int | None, default=None, help="reader threads (default: cores, at most 8)")
+            parser.add_argument("--workers", type=int | None, default=None,
+                                help="reader threads (default: cores, at most 8)")
 
         def _set_seed(self) -> None:
             pass

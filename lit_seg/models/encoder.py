@@ -70,7 +70,8 @@ def build_encoder(
         encoder = get_encoder(name, in_channels=in_channels, depth=depth, weights=hub_weights,
                               output_stride=output_stride, **kwargs)
     except KeyError as err:
-        raise ConfigError(f"unknown encoder {name!r}: use an smp encoder name (e.g. resnet50) or a timm one as 'tu-<name>'") from err
+        raise ConfigError(f"unknown encoder {name!r}: use an smp encoder name (e.g. resnet50) or a timm one as "
+                          "'tu-<name>'") from err
     except (ValueError, NotImplementedError, AssertionError) as err:
         if "dilat" in str(err).lower() or "output_stride" in str(err).lower():
             raise ConfigError(
@@ -109,7 +110,8 @@ def _load_into(encoder: nn.Module, state: dict[str, torch.Tensor], path: Path, n
     try:
         nn.Module.load_state_dict(encoder, {k: state[k] for k in own}, strict=True)
     except RuntimeError as err:
-        raise ConfigError(f"weights file {path} does not fit encoder {name!r}: {str(err).splitlines()[-1].strip()}") from err
+        raise ConfigError(f"weights file {path} does not fit encoder {name!r}: "
+                          f"{str(err).splitlines()[-1].strip()}") from err
 
 
 def _check_stride(encoder: nn.Module, name: str, output_stride: int, in_channels: int) -> None:

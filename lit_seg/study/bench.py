@@ -51,7 +51,8 @@ CLAIM_OPERATORS = ["non_local", "criss_cross_r1", "criss_cross_r2"]
 def _progress(spec: dict, result: dict) -> None:
     what = f"{spec['kind']:8} {spec.get('name', 'matmul'):16} {spec.get('impl', ''):4} {spec.get('size', '')}"
     status = result.get("error") or result.get("skipped") or (
-        f"fwd+bwd {result.get('fwdbwd_ms', math.nan):9.1f} ms, peak {result.get('peak_fwdbwd', math.nan) / MIB:8.1f} MiB"
+        f"fwd+bwd {result.get('fwdbwd_ms', math.nan):9.1f} ms, "
+        f"peak {result.get('peak_fwdbwd', math.nan) / MIB:8.1f} MiB"
         if "fwdbwd_ms" in result else f"{result.get('gflops', math.nan):.0f} GFLOP/s")
     print(f"[{result['wall_s']:6.1f} s, load {result['load1']:.2f}] {what}: {status}", flush=True)
 
@@ -69,7 +70,8 @@ def _num(value, digits: int = 1) -> str:
 
 def _ratio(numerator, denominator) -> float:
     try:
-        if numerator is None or denominator is None or math.isnan(numerator) or math.isnan(denominator) or denominator <= 0:
+        if (numerator is None or denominator is None or math.isnan(numerator) or math.isnan(denominator)
+                or denominator <= 0):
             return math.nan
     except TypeError:
         return math.nan
@@ -87,7 +89,8 @@ def _pair(ours, seed, digits: int = 1) -> str:
 def _row(spec: dict, result: dict, label: str, matmul_gflops: float) -> dict:
     """A flat CSV row."""
     flops = result.get("flops_fwdbwd", math.nan)
-    gflops = _ratio(flops / 1e9 if isinstance(flops, (int, float)) else math.nan, result.get("fwdbwd_ms", math.nan) / 1e3)
+    gflops = _ratio(flops / 1e9 if isinstance(flops, (int, float)) else math.nan,
+                    result.get("fwdbwd_ms", math.nan) / 1e3)
     return {
         "name": spec["name"],
         "label": label,
@@ -226,7 +229,8 @@ def run_default(args, run: Runner, machine: dict) -> None:
             "",
             "Speed-up = seed / ours forward+backward time; memory ratio = seed / ours peak forward+backward memory.",
             "",
-            "| operator | params | GFLOP fwd+bwd ours / seed | fwd ms ours / seed | fwd+bwd ms ours / seed | speed-up fwd / fwd+bwd "
+            "| operator | params | GFLOP fwd+bwd ours / seed | fwd ms ours / seed | fwd+bwd ms ours / seed "
+            "| speed-up fwd / fwd+bwd "
             "| peak MiB fwd ours / seed | peak MiB fwd+bwd ours / seed | memory ratio fwd / fwd+bwd "
             "| RSS MiB fwd+bwd ours / seed | % of matmul ours / seed |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -249,7 +253,8 @@ def run_default(args, run: Runner, machine: dict) -> None:
             lines.append(
                 f"| {label} | {_num(ours_row['params'] if ours_row['params'] != '' else math.nan, 0)}"
                 f" | {_pair(ours_row['gflop_fwdbwd'], seed_row['gflop_fwdbwd'], 2)}"
-                f" | {_pair(ours_row['fwd_ms'], seed_row['fwd_ms'])} | {_pair(ours_row['fwdbwd_ms'], seed_row['fwdbwd_ms'])}"
+                f" | {_pair(ours_row['fwd_ms'], seed_row['fwd_ms'])}"
+                f" | {_pair(ours_row['fwdbwd_ms'], seed_row['fwdbwd_ms'])}"
                 f" | {_times(speed_fwd)} / {_times(speed)}"
                 f" | {_pair(ours_row['peak_fwd_mib'], seed_row['peak_fwd_mib'])}"
                 f" | {_pair(ours_row['peak_fwdbwd_mib'], seed_row['peak_fwdbwd_mib'])}"
@@ -259,7 +264,8 @@ def run_default(args, run: Runner, machine: dict) -> None:
             if note:
                 lines.append(f"| ↳ {note} |  |  |  |  |  |  |  |  |  |  |")
         _write_csv(args.out / "operators.csv", rows)
-        latency = (f"median of at least {args.repeats} passes (more, up to 30, until they add up to {args.min_time:g} s) "
+        latency = (f"median of at least {args.repeats} passes (more, up to 30, until they add up to "
+                   f"{args.min_time:g} s) "
                    f"after {args.warmup} warm-up pass(es) and the counting passes; ours and the seed's alternate "
                    f"{args.rounds} time(s), each in a fresh process, and each keeps its fastest round")
         text = _header(args, "Context operators: ours vs the seeds", machine, loads, latency) + lines
@@ -286,7 +292,8 @@ def run_default(args, run: Runner, machine: dict) -> None:
             rows.append(row)
             loads.append(row["load1"])
             lines.append(
-                f"| {name} | {_num(row['params'] if row['params'] != '' else math.nan, 0)} | {_num(row['gflop_fwd'], 2)}"
+                f"| {name} | {_num(row['params'] if row['params'] != '' else math.nan, 0)}"
+                f" | {_num(row['gflop_fwd'], 2)}"
                 f" | {_num(row['gflop_fwdbwd'], 2)} | {_num(row['fwd_ms'])} | {_num(row['fwdbwd_ms'])}"
                 f" | {_num(row['peak_fwd_mib'])} | {_num(row['peak_fwdbwd_mib'])} | {_num(row['rss_fwdbwd_mib'])}"
                 f" | {_num(row['gflops_achieved'], 0)} ({_num(100 * row['matmul_fraction'], 0)}%) |"
@@ -304,7 +311,8 @@ def run_sweep(args, run: Runner, machine: dict) -> None:
         f"## Sweep: forward+backward time and peak memory vs feature size, batch {args.batch}, C={args.channels}, "
         f"{args.dtype}, {args.device}",
         "",
-        "| operator | H×W | fwd+bwd ms ours / seed | speed-up | peak MiB ours / seed | memory ratio | RSS MiB ours / seed |",
+        "| operator | H×W | fwd+bwd ms ours / seed | speed-up | peak MiB ours / seed | memory ratio "
+        "| RSS MiB ours / seed |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in args.operators:
@@ -414,7 +422,8 @@ def run_claim(args, run: Runner, machine: dict) -> None:
         mem_r1 = _ratio(nl["peak_fwd_mib"], r1["peak_fwd_mib"])
         mem = _ratio(nl["peak_fwdbwd_mib"], r2["peak_fwdbwd_mib"])
         lines += [
-            f"- {impl}: one criss-cross module {_num(r1['gflop_fwd'], 2)} GFLOPs vs non-local {_num(nl['gflop_fwd'], 2)} "
+            f"- {impl}: one criss-cross module {_num(r1['gflop_fwd'], 2)} GFLOPs "
+            f"vs non-local {_num(nl['gflop_fwd'], 2)} "
             f"(ratio {_num(100 * one, 1)}%; paper 8/108 = 7.4%); R=2 = {_num(100 * two, 1)}% of non-local, "
             f"i.e. saves {_num(100 * (1 - two), 1)}% (paper ≈ 85%). Peak memory non-local / criss-cross: "
             f"forward {_times(mem_r1)} (R=1), {_times(mem_fwd)} (R=2); forward+backward {_times(mem)} (R=2) "
@@ -450,7 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", nargs="*", choices=list(harness.HEADS), default=list(harness.HEADS),
                         help="heads to measure in the default mode (none: no heads)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="operators: alternate ours/seed this many times (fresh processes), keep each one's best round")
+                        help="operators: alternate ours/seed this many times (fresh processes), "
+                             "keep each one's best round")
     parser.add_argument("--head-channels", type=int, default=256,
                         help="head width (256; mmsegmentation's 512 takes ~4x longer: ~20 s per head here)")
     parser.add_argument("--head-repeats", type=int, default=2,

@@ -45,9 +45,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lit_seg.study import seed_ops
 from lit_seg import flops as _flops
 from lit_seg.models.heads import HEADS
+from lit_seg.study import seed_ops
 
 # FlopCounterMode (torch 2.14) has no formula for the CPU flash-attention kernels that
 # F.scaled_dot_product_attention runs on the CPU: without them our dense operators would count
@@ -361,7 +361,8 @@ def measure(spec: dict) -> dict:
 
     if repeats == 0:  # the counted pass is the one timed sample (large sizes in the sweep)
         times_fwdbwd.append(counted_seconds)
-    while repeats and (len(times_fwdbwd) < repeats or (sum(times_fwdbwd) < min_time and len(times_fwdbwd) < max_repeats)):
+    while repeats and (len(times_fwdbwd) < repeats
+                       or (sum(times_fwdbwd) < min_time and len(times_fwdbwd) < max_repeats)):
         clear()
         _sync(device)
         start = time.perf_counter()

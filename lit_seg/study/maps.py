@@ -25,8 +25,16 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from lit_seg.errors import ConfigError
-from lit_seg.visualize import (IMAGENET_MEAN, IMAGENET_STD, attention_maps, check_points, denormalize,
-                               object_centres, overlay, predict)
+from lit_seg.visualize import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    attention_maps,
+    check_points,
+    denormalize,
+    object_centres,
+    overlay,
+    predict,
+)
 
 
 def parse_point(text: str) -> tuple[int, int]:

@@ -11,7 +11,6 @@ import time
 from lit_seg.study import harness
 
 
-
 class Runner:
     """Runs ``harness.measure(spec)`` in a fresh process per call (or in this process)."""
 

@@ -21,11 +21,15 @@ from torch.nn import Softmax
 
 from lit_seg.models.attention import (
     ChannelAttention,
-    CrissCrossAttention as OurCrissCrossAttention,
-    GlobalContextBlock as OurGlobalContextBlock,
     NonLocal2d,
     PositionAttention,
     SelfAttention2d,
+)
+from lit_seg.models.attention import (
+    CrissCrossAttention as OurCrissCrossAttention,
+)
+from lit_seg.models.attention import (
+    GlobalContextBlock as OurGlobalContextBlock,
 )
 
 # The OCNet code's version switch (``torch.__version__[:3]``): on any current PyTorch it is
@@ -45,7 +49,7 @@ class _SelfAttentionBlock(nn.Module):
     """
 
     def __init__(self, in_channels, key_channels, value_channels, out_channels=None, scale=1):
-        super(_SelfAttentionBlock, self).__init__()
+        super().__init__()
         self.scale = scale
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -108,7 +112,7 @@ class _NonLocalBlockND(nn.Module):
     """
 
     def __init__(self, in_channels, inter_channels=None, dimension=2, sub_sample=True, bn_layer=True):
-        super(_NonLocalBlockND, self).__init__()
+        super().__init__()
         assert dimension in [1, 2, 3]
         self.dimension = dimension
         self.sub_sample = sub_sample
@@ -175,7 +179,7 @@ class _NonLocalBlockNDConcatenation(nn.Module):
     (``non_local_concatenation.py``), verbatim: it builds the (b, 2C', N, M) tensor."""
 
     def __init__(self, in_channels, inter_channels=None, dimension=2, sub_sample=True, bn_layer=True):
-        super(_NonLocalBlockNDConcatenation, self).__init__()
+        super().__init__()
         assert dimension in [1, 2, 3]
         self.dimension = dimension
         self.sub_sample = sub_sample
@@ -256,7 +260,7 @@ class _PositionAttentionModule(nn.Module):
     # Seed 002 (002_3095017fab2de656.txt), verbatim.
 
     def __init__(self, in_channels, **kwargs):
-        super(_PositionAttentionModule, self).__init__()
+        super().__init__()
         self.conv_b = nn.Conv2d(in_channels, in_channels // 8, 1)
         self.conv_c = nn.Conv2d(in_channels, in_channels // 8, 1)
         self.conv_d = nn.Conv2d(in_channels, in_channels, 1)
@@ -280,7 +284,7 @@ class _ChannelAttentionModule(nn.Module):
     # Seed 002 (002_3095017fab2de656.txt), verbatim.
 
     def __init__(self, **kwargs):
-        super(_ChannelAttentionModule, self).__init__()
+        super().__init__()
         self.beta = nn.Parameter(torch.zeros(1))
         self.softmax = nn.Softmax(dim=-1)
 
@@ -306,7 +310,8 @@ def INF(B, H, W, device=None, dtype=None):
     # run on the CPU; here it is made on the input's device. It also takes the input's dtype:
     # the seed's float32 -inf added to bfloat16 energies promotes them to float32 and the later
     # bmm with the bfloat16 values fails. In float32 this is exactly the seed's tensor.
-    return -torch.diag(torch.tensor(float("inf"), device=device, dtype=dtype).repeat(H), 0).unsqueeze(0).repeat(B * W, 1, 1)
+    return (-torch.diag(torch.tensor(float("inf"), device=device, dtype=dtype).repeat(H), 0)
+            .unsqueeze(0).repeat(B * W, 1, 1))
 
 
 class CrissCrossAttention(nn.Module):
@@ -314,7 +319,7 @@ class CrissCrossAttention(nn.Module):
     # Seed 003 (003_0d0b67a7099c02c2.txt), verbatim except that INF gets the input's device and dtype.
 
     def __init__(self, in_dim):
-        super(CrissCrossAttention, self).__init__()
+        super().__init__()
         self.query_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim // 8, kernel_size=1)
         self.key_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim // 8, kernel_size=1)
         self.value_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim, kernel_size=1)
@@ -325,15 +330,18 @@ class CrissCrossAttention(nn.Module):
     def forward(self, x):
         m_batchsize, _, height, width = x.size()
         proj_query = self.query_conv(x)
-        proj_query_H = proj_query.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height).permute(0, 2, 1)
-        proj_query_W = proj_query.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width).permute(0, 2, 1)
+        proj_query_H = (proj_query.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height)
+                        .permute(0, 2, 1))
+        proj_query_W = (proj_query.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width)
+                        .permute(0, 2, 1))
         proj_key = self.key_conv(x)
         proj_key_H = proj_key.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height)
         proj_key_W = proj_key.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width)
         proj_value = self.value_conv(x)
         proj_value_H = proj_value.permute(0, 3, 1, 2).contiguous().view(m_batchsize * width, -1, height)
         proj_value_W = proj_value.permute(0, 2, 1, 3).contiguous().view(m_batchsize * height, -1, width)
-        energy_H = (torch.bmm(proj_query_H, proj_key_H) + self.INF(m_batchsize, height, width, x.device, x.dtype)).view(m_batchsize, width, height, height).permute(0, 2, 1, 3)
+        energy_H = ((torch.bmm(proj_query_H, proj_key_H) + self.INF(m_batchsize, height, width, x.device, x.dtype))
+                    .view(m_batchsize, width, height, height).permute(0, 2, 1, 3))
         energy_W = torch.bmm(proj_query_W, proj_key_W).view(m_batchsize, height, width, width)
         concate = self.softmax(torch.cat([energy_H, energy_W], 3))
 
@@ -350,7 +358,7 @@ class CrissCrossAttention(nn.Module):
 class GlobalContextBlock(nn.Module):
     # Seed 004 (004_b85e438f1e364d30.txt), verbatim.
     def __init__(self, in_channels, scale=16):
-        super(GlobalContextBlock, self).__init__()
+        super().__init__()
         self.in_channels = in_channels
         self.out_channels = self.in_channels // scale
 
@@ -468,7 +476,8 @@ def _build(seed: nn.Module) -> tuple[nn.Module, list[tuple[str, str]]]:
             raise ValueError(f"GlobalContextBlock: {seed.in_channels} channels give a {seed.out_channels}-wide "
                              f"bottleneck in the seed, {ours.planes} in ours")
         pairs = (_conv_pairs("conv_mask", "Conv_key") + _conv_pairs("channel_add_conv.0", "Conv_value.0")
-                 + [("channel_add_conv.1.weight", "Conv_value.1.weight"), ("channel_add_conv.1.bias", "Conv_value.1.bias")]
+                 + [("channel_add_conv.1.weight", "Conv_value.1.weight"),
+                    ("channel_add_conv.1.bias", "Conv_value.1.bias")]
                  + _conv_pairs("channel_add_conv.3", "Conv_value.3"))
         return ours, pairs
     raise TypeError(f"no lit_seg operator for {type(seed).__name__}")

@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         "| loop | round | median ms | min ms | max ms |",
         "|---|---|---|---|---|",
-        *[f"| {r['loop']} | {r['round']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['max_ms']:.1f} |" for r in rows],
+        *[f"| {r['loop']} | {r['round']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['max_ms']:.1f} |"
+          for r in rows],
         "",
         f"**Median over all rounds: bare {bare_ms:.1f} ms, Lightning {light_ms:.1f} ms per step; "
         f"Lightning / bare = {ratio:.3f} ({100 * (ratio - 1):+.1f}%; target ≤ 1.10: "

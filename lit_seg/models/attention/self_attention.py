@@ -5,7 +5,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_seg.errors import ConfigError
-from lit_seg.models.layers import Activation, activation_layer
 from lit_seg.models.attention.functional import (
     conv1x1_tokens,
     query_positions,
@@ -13,6 +12,7 @@ from lit_seg.models.attention.functional import (
     softmax_attention_tokens,
     tokens_conv1x1,
 )
+from lit_seg.models.layers import Activation, activation_layer
 
 
 class SelfAttention2d(nn.Module):

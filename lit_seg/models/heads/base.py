@@ -62,7 +62,8 @@ class DecodeHead(nn.Module):
     def conv(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, *,
              act: bool = True) -> ConvNormAct:
         """A conv-BN-activation layer with the head's activation (``act=False``: BatchNorm only)."""
-        return ConvNormAct(in_channels, out_channels, kernel_size, dilation, activation=self.activation if act else None)
+        return ConvNormAct(in_channels, out_channels, kernel_size, dilation,
+                           activation=self.activation if act else None)
 
     def add_branches(self, weights: Mapping[str, float]) -> None:
         """Extra training outputs, each a dropout + 1x1 classifier on its branch features and its loss weight."""

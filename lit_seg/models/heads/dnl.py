@@ -31,7 +31,8 @@ class DNLHead(ContextHead):
         activation: Activation = "relu",
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
-                         lambda c: DisentangledNonLocal2d(c, reduction=reduction, use_scale=use_scale, temperature=temperature))
+                         lambda c: DisentangledNonLocal2d(c, reduction=reduction, use_scale=use_scale,
+                                                          temperature=temperature))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """``{"pairwise": (B, Q, h, w), "unary": (B, Q, h, w)}``: each query's whitened pairwise

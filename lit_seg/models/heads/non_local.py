@@ -38,7 +38,8 @@ class NonLocalHead(ContextHead):
         activation: Activation = "relu",
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
-                         lambda c: NonLocal2d(c, reduction=reduction, mode=mode, sub_sample=sub_sample, use_scale=use_scale))
+                         lambda c: NonLocal2d(c, reduction=reduction, mode=mode, sub_sample=sub_sample,
+                                              use_scale=use_scale))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """``{"nonlocal": (B, Q, h', w')}``: the block's pairwise weights of each query over the keys

@@ -169,7 +169,8 @@ class OCHead(DecodeHead):
         if mode not in get_args(OCMode):
             raise ConfigError(f"OCHead: mode must be one of {get_args(OCMode)}, got {mode!r}")
         if mode == "pyramid" and scale not in (None, 1):
-            raise ConfigError(f"OCHead: Pyramid-OC attends within regions at full resolution; scale must be 1, got {scale}")
+            raise ConfigError(f"OCHead: Pyramid-OC attends within regions at full resolution; scale must be 1, "
+                              f"got {scale}")
         dropout = (0.1 if mode == "asp" else 0.05) if dropout is None else dropout
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation)
         self.mode = mode
