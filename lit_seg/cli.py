@@ -345,6 +345,12 @@ def _run_folder_without_csv(config, experiment: str, run_id: str, rank: int) -> 
         version = (os.environ.get(_RUN_VERSION_ENV) if rank else None) or f"{time.strftime('%Y%m%d-%H%M%S')}-{run_id}"
         run_dir = Path(config.trainer.get("default_root_dir") or RUNS_DIR) / experiment / version
     config.trainer.default_root_dir = str(run_dir)
+    for callback in config.trainer.get("callbacks") or []:
+        # Lightning would put them under the first logger's folder (W&B's: <run>/<project>/<id>/),
+        # where `--resume <run>` does not look.
+        is_checkpoint = str(getattr(callback, "class_path", "")).endswith("ModelCheckpoint")
+        if is_checkpoint and not callback.init_args.get("dirpath"):
+            callback.init_args.dirpath = str(run_dir / "checkpoints")
     if config.trainer.logger is False or config.trainer.logger == []:
         # It only sends the learning rate to loggers, and Lightning refuses it without one.
         callbacks = config.trainer.get("callbacks") or []

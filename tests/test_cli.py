@@ -159,3 +159,19 @@ def test_a_run_without_loggers_still_gets_its_own_run_folder(tmp_path):
     assert len(folders) == 2
     for folder in folders:
         assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_with_wandb_as_its_only_logger_keeps_its_checkpoints_in_the_run_folder_and_resumes(tmp_path):
+    wandb_only = ["--trainer.logger", '[{"class_path": "lightning.pytorch.loggers.WandbLogger", '
+                  '"init_args": {"project": "lit-seg"}}]']
+    done = lit_seg("fit", "--config", str(EXPERIMENTS / "ccnet_r2.yaml"), *TINY_FIT, "--trainer.max_epochs", "1",
+                   *wandb_only, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = (tmp_path / "runs" / "ccnet_r2").iterdir()
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "config.yaml").is_file()
+    assert not list(folder.glob("lit-seg/*/checkpoints"))  # not under W&B's own folder
+    resumed = lit_seg("fit", "--resume", str(folder), "--trainer.max_epochs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert state["epoch"] == 1 and state["global_step"] == 6  # 3 steps an epoch, two epochs
