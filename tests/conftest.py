@@ -36,9 +36,16 @@ TINY_FIT = ["--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1", "--
             "--data.init_args.image_size", "[64, 64]", "--data.init_args.num_workers", "0"]
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI started by a test: the test hooks (``tests.fault_hooks``) importable
+    from any working directory, W&B silent."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "WANDB_SILENT": "true", **extra}
+
+
 def lit_seg(*args: str, cwd: Path, wandb_mode: str = "offline") -> subprocess.CompletedProcess:
     """The CLI in a fresh process, as a user runs it."""
-    env = {**os.environ, "WANDB_MODE": wandb_mode, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "0"}
+    env = subprocess_env(WANDB_MODE=wandb_mode, HF_HUB_OFFLINE="0")
     return subprocess.run([sys.executable, "-m", "lit_seg", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 

@@ -10,7 +10,7 @@ import torch
 
 from lit_seg.models.heads import CCHead, FCNHead
 from tests.conftest import randomize
-from tests.test_heads import CHANNELS, HEADS, NUM_CLASSES, features
+from tests.unit.test_heads import CHANNELS, HEADS, NUM_CLASSES, features
 
 ALL_HEADS = {**HEADS, "fcn": (FCNHead, {}), "ccnet_r2": (CCHead, {"recurrence": 2})}
 

@@ -11,8 +11,8 @@ from lit_seg.models import EncoderDecoder, build_encoder
 from lit_seg.models.heads import HEADS
 from tests import reference_heads
 from tests.conftest import randomize
-from tests.test_heads import HEADS as HEADS_AND_OPTIONS
-from tests.test_heads import NUM_CLASSES
+from tests.unit.test_heads import HEADS as HEADS_AND_OPTIONS
+from tests.unit.test_heads import NUM_CLASSES
 
 CHANNELS = [3, 8, 12]  # a small encoder: the head reads the last map
 

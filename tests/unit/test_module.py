@@ -97,6 +97,7 @@ def test_poly_schedule_steps_every_iteration():
     assert lrs == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fit_steps_the_schedule_per_iteration(tmp_path):
     dm = SyntheticDataModule(image_size=(64, 64), train_size=16, val_size=8, test_size=8, batch_size=4)
     module = small_module(lambda c, n: CCHead(c, n, channels=16, recurrence=2))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, TINY_FIT
 
-SCRIPT = Path(__file__).with_name("distributed_validate.py")
+SCRIPT = Path(__file__).parents[1] / "distributed_validate.py"
 
 
 def validate(devices: int, tmp_path: Path) -> dict:

@@ -143,6 +143,7 @@ def fitted_run(ccnet_run) -> Path:
     return ccnet_run
 
 
+@pytest.mark.slow
 def test_callback_writes_pngs_into_the_run_folder(fitted_run):
     pngs = sorted(p.name for p in (fitted_run / "attention").iterdir())
     assert pngs == ["epoch0_0.png", "epoch0_1.png", "epoch1_0.png", "epoch1_1.png"]  # 2 images x 2 epochs
@@ -157,6 +158,7 @@ def script():
     return maps
 
 
+@pytest.mark.slow
 def test_script_end_to_end(fitted_run, tmp_path, script, capsys):
     out = tmp_path / "maps.png"
     ckpt = str(fitted_run / "checkpoints" / "last.ckpt")
@@ -169,6 +171,7 @@ def test_script_end_to_end(fitted_run, tmp_path, script, capsys):
         assert picture.mode == "RGB" and picture.width >= 6 * 150 and picture.height >= 150
 
 
+@pytest.mark.slow
 def test_script_with_an_image_file_and_points(fitted_run, tmp_path, script):
     image = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 72, 3)) * 255).astype(np.uint8)).save(image)
@@ -179,6 +182,7 @@ def test_script_with_an_image_file_and_points(fitted_run, tmp_path, script):
         assert picture.height > 2 * 100  # one row per point
 
 
+@pytest.mark.slow
 def test_script_errors_are_one_line(fitted_run, tmp_path, script, capsys):
     ckpt = fitted_run / "checkpoints" / "last.ckpt"
     out = str(tmp_path / "x.png")
@@ -203,6 +207,7 @@ def test_script_errors_are_one_line(fitted_run, tmp_path, script, capsys):
     assert not Path(out).exists()
 
 
+@pytest.mark.slow
 def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
     from lightning.pytorch import Trainer
 
@@ -224,6 +229,7 @@ def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
     assert not (tmp_path / "attention").exists()
 
 
+@pytest.mark.slow
 def test_callback_logs_its_pictures_to_wandb_in_one_size(tmp_path, monkeypatch):
     # Val images 0 and 1 of this set have 2 and 1 objects, so their overlays have 2 and 1 rows:
     # W&B draws the images of one key as one grid and needs them the same size.

@@ -14,7 +14,7 @@ import pytest
 
 from lit_seg import run_lock
 from lit_seg.errors import RunError
-from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg
+from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg, subprocess_env
 from tests.fault_runs import hook
 
 HOLDER = """
@@ -27,7 +27,7 @@ time.sleep(600)
 
 
 def _env() -> dict:
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
+    return subprocess_env(WANDB_MODE="offline")
 
 
 def _alive(pid: int) -> bool:

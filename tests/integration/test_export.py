@@ -95,5 +95,7 @@ def test_export_command_writes_into_the_run_folder(ccnet_run):
     from lit_seg.cli import main
 
     for fmt in FORMATS:
-        main(["export", str(ccnet_run), "--format", fmt])
+        with pytest.raises(SystemExit) as done:  # `lit-seg export`, through the command's dispatch
+            main(["export", str(ccnet_run), "--format", fmt])
+        assert done.value.code == 0
         assert (ccnet_run / "export" / f"model{FORMATS[fmt]}").is_file()

@@ -362,6 +362,7 @@ def test_check_data_reads_every_file_once_and_names_each_bad_one(tmp_path):
     assert ".cpp" not in out.getvalue()  # no library source paths
 
 
+@pytest.mark.slow
 def test_check_data_command_exits_2_on_a_bad_file_and_makes_no_run_folder(tmp_path):
     root = _bad_data_set(tmp_path)
     done = lit_seg("check-data", "--config", str(EXPERIMENTS / "fcn.yaml"), "--data",

@@ -1,7 +1,6 @@
 """lit-seg ablate: experiments x seeds in one command, one results row per run, resumable."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -12,14 +11,14 @@ import yaml
 
 from lit_seg.models.heads import HEADS
 from lit_seg.study.ablate import main as ablate_main
-from tests.conftest import EXPERIMENTS, TINY_FIT
+from tests.conftest import EXPERIMENTS, TINY_FIT, subprocess_env
 
 ABLATE = [sys.executable, "-m", "lit_seg", "ablate"]
 
 
 def ablate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``lit-seg ablate`` in a fresh process in ``cwd``, the repository's experiments looked up."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = subprocess_env(WANDB_MODE="offline")
     return subprocess.run([*ABLATE, "--experiments-dir", str(EXPERIMENTS), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
