@@ -48,8 +48,9 @@ class RunSummary(pl.Callback):
     W&B run summary; the best ``val/mIoU`` there is W&B's (``define_metric``: ``val/mIoU.max``).
 
     ``head_gflops``: FLOPs (:func:`lit_seg.flops.count_flops`, a multiply-add is 2) of one
-    forward pass of the decode head in eval mode, counted once at fit start on the encoder's
-    features of one image of the training crop size (the data module's ``crop_size`` or
+    forward pass of the decode head in eval mode, counted once, after the first training step
+    (not before it: the count is not on the way to the first step), on the encoder's features of
+    one image of the training crop size (the data module's ``crop_size`` or
     ``image_size``; shape in ``head_flops_input``). None when the size is unknown.
     """
 
@@ -59,6 +60,7 @@ class RunSummary(pl.Callback):
         self._start = time.monotonic()
         self._head_flops: int | None = None
         self._head_flops_input: list[int] | None = None
+        self._flops_counted = False
         self._best: tuple[float, int] | None = None  # (val/mIoU, epoch), for the console's summary line
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -66,7 +68,11 @@ class RunSummary(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.monotonic()
-        if self.count_head_flops and self._head_flops is None:
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if self.count_head_flops and not self._flops_counted:
+            self._flops_counted = True  # once, also when the count fails
             self._count_head_flops(trainer, pl_module)
 
     def _count_head_flops(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

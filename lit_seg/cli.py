@@ -32,7 +32,7 @@ from lit_seg.checkpoints import (
 )
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.module import SegmentationModule
-from lit_seg.wandb_env import check_wandb_mode, sweep_agent_run_id, wandb_online
+from lit_seg.wandb_env import check_wandb_mode, skip_unstaged_launch_inputs, sweep_agent_run_id, wandb_online
 
 RUNS_DIR = "runs"
 # `lit-seg <command>` beside fit/validate/test/predict: the module whose main(argv) runs it.
@@ -494,6 +494,7 @@ def main(args: Sequence[str] | None = None) -> None:
             code = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
             raise SystemExit(code if isinstance(code, int) else 0)
         check_wandb_mode()
+        skip_unstaged_launch_inputs()
         argv = expand_argv(argv)
         if argv[:1] == ["check-data"]:  # every file of the data set read once, before training
             from lit_seg.data.check import main as check_data

@@ -41,8 +41,12 @@ class Probe(pl.Callback):
             if isinstance(lg, WandbLogger):
                 lg.experiment
         marks["W&B init"] = time.perf_counter()
-    def on_train_start(self, trainer, pl_module):
+    def on_fit_start(self, trainer, pl_module):
         marks["fit start (callbacks: head FLOP count, ...)"] = time.perf_counter()
+    def on_sanity_check_end(self, trainer, pl_module):
+        marks["sanity validation (2 batches)"] = time.perf_counter()
+    def on_train_start(self, trainer, pl_module):
+        marks["train start"] = time.perf_counter()
     def on_train_batch_end(self, trainer, pl_module, *args):
         marks["first training step"] = time.perf_counter()
         out = {}
@@ -62,8 +66,9 @@ def hooked(self):
         type(config.trainer.callbacks[0])(class_path="__main__.Probe")] if config.trainer.callbacks else []
 cli.LitSegCLI.before_instantiate_classes = hooked
 sys.modules["__main__"].Probe = Probe
-sys.argv = ["lit-seg", "fit", "--config", sys.argv[1], "--trainer.enable_progress_bar", "false",
-            "--trainer.num_sanity_val_steps", "0"]
+# The shipped configuration, as `lit-seg fit --config <experiment>` runs it (sanity validation
+# included); only the progress bar is off, so that the output can be read.
+sys.argv = ["lit-seg", "fit", "--config", sys.argv[1], "--trainer.enable_progress_bar", "false"]
 cli.main()
 """
 
