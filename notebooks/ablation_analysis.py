@@ -100,6 +100,18 @@ summary = analysis.summarize(runs, METRIC)
 display(analysis.format_table(summary, METRIC))
 
 # %% [markdown]
+# The other numbers mmseg's IoU metric reports, from the same confusion matrix at the end of each
+# run: mean class accuracy, overall pixel accuracy and mean Dice (mean ± std over seeds; runs made
+# before these columns existed have none).
+
+# %%
+others = analysis.other_metrics(runs)
+if len(others):
+    display(others)
+else:
+    print("No mAcc / aAcc / mDice columns in these runs.")
+
+# %% [markdown]
 # Quality against cost, one point per experiment (error bars: std over seeds). The heads worth
 # having sit up and to the left; anything below FCN's line does not pay for its context.
 

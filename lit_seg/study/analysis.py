@@ -221,6 +221,27 @@ def finished(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     return df[(df["status"] == "finished") & df[metric].notna()]
 
 
+OTHER_METRICS = {"val_mAcc_final": "mAcc", "val_aAcc_final": "aAcc", "val_mDice_final": "mDice"}
+
+
+def other_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment, ``mean ± std`` over its finished runs of the metrics mmseg reports beside
+    mIoU (mean class accuracy, overall accuracy, mean Dice, at the end of each run), and ``n`` runs
+    that have them; empty when the runs predate those columns."""
+    present = [c for c in OTHER_METRICS if c in df and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    rows = []
+    for experiment in order_experiments(df["experiment"]):
+        done = df[(df["experiment"] == experiment) & (df["status"] == "finished")]
+        values = {c: pd.to_numeric(done[c], errors="coerce").dropna() for c in present}
+        if not any(len(v) for v in values.values()):
+            continue
+        row = {"experiment": experiment, "n": max(len(v) for v in values.values())}
+        for column, v in values.items():
+            row[OTHER_METRICS[column]] = format_mean_std(v.mean(), v.std(ddof=1) if len(v) > 1 else math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["experiment", "n", *(OTHER_METRICS[c] for c in present)]).set_index("experiment")
+
+
 def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     """``0.908 ± 0.001``; ``0.908`` alone for a single run, ``–`` for none."""
     if mean is None or pd.isna(mean):

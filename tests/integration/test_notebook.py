@@ -337,3 +337,20 @@ def test_load_wandb_builds_the_csv_schema(tmp_path, fixture_runs):
 
     with pytest.raises(LookupError, match="no W&B runs"):
         analysis.load_wandb(api, "me/lit-seg", "missing")
+
+
+def test_other_metrics_are_mean_and_std_over_finished_runs():
+    df = analysis.normalize(pd.DataFrame({
+        "experiment": ["fcn", "fcn", "fcn", "ccnet_r2", "old"],
+        "seed": [0, 1, 2, 0, 0],
+        "status": ["finished", "finished", "failed", "finished", "finished"],
+        "val_mIoU_best": [0.5, 0.6, 0.1, 0.7, 0.4],
+        "val_mAcc_final": [0.5, 0.7, 0.0, 0.8, None],
+        "val_aAcc_final": [0.9, 0.9, 0.0, 0.95, None],
+        "val_mDice_final": [0.6, 0.8, 0.0, 0.85, None],
+    }))
+    table = analysis.other_metrics(df)
+    assert list(table.index) == ["fcn", "ccnet_r2"]  # head-list order; "old" predates the columns
+    assert table.loc["fcn", "mAcc"] == "0.600 ± 0.141" and table.loc["fcn", "n"] == 2  # the failed run is out
+    assert table.loc["ccnet_r2", "mDice"] == "0.850" and table.loc["fcn", "aAcc"] == "0.900 ± 0.000"
+    assert analysis.other_metrics(df.drop(columns=list(analysis.OTHER_METRICS))).empty
