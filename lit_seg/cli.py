@@ -171,7 +171,7 @@ class LitSegCLI(LightningCLI):
             auto_configure_optimizers=False,
             save_config_callback=LogConfigCallback,
             # Parse errors are raised (not printed with the whole usage) so main() can say them in one line.
-            parser_kwargs={"exit_on_error": False},
+            parser_kwargs={"exit_on_error": False, "epilog": _own_commands()},
             args=args,
             **kwargs,
         )
@@ -475,6 +475,11 @@ TOOLS = {
     "export": "lit_seg.export",                   # a trained model as ONNX or TorchScript
     "dashboard": "lit_seg.study.dashboard",       # an ablation's W&B workspace (wandb-workspaces), online
 }
+
+
+def _own_commands() -> str:
+    """The ``--help`` epilog: the subcommands that are lit-seg's, not LightningCLI's."""
+    return f"lit-seg's own commands: {', '.join([*TOOLS, 'check-data'])} (each takes --help)."
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=SWEEP)
     parser.add_argument("--check", action="store_true", help="only check that the file is up to date")
     args = parser.parse_args(argv)
+    if not Path("experiments").is_dir():
+        print("lit-seg sweep: no experiments/ folder here: run it from the repository root")
+        return 2
     text = render()
     if args.check:
         current = args.out.read_text() if args.out.is_file() else ""
