@@ -4,8 +4,9 @@
 
 Each repeat is a fresh process (imports are the largest part and are cached by the OS only).
 It prints, per phase, the median of the repeats: imports (torch, Lightning, W&B, lit_seg),
-CLI parse + instantiate (model build), W&B init, fit start (the callbacks' on_fit_start: the
-head's FLOP count) and the time to the first training step.
+CLI parse + instantiate (model build; W&B's init too, which the config saver's setup triggers
+before any other callback's), fit start (the callbacks' on_fit_start), the sanity validation (if
+the config has one) and the time to the first training step.
 """
 
 import argparse
@@ -36,17 +37,14 @@ from lightning.pytorch.loggers import WandbLogger
 
 class Probe(pl.Callback):
     def setup(self, trainer, pl_module, stage):
-        marks.setdefault("CLI parse + model build", time.perf_counter())
-        for lg in trainer.loggers:
+        for lg in trainer.loggers:  # already started by the config saver; kept in this phase if not
             if isinstance(lg, WandbLogger):
                 lg.experiment
-        marks["W&B init"] = time.perf_counter()
+        marks.setdefault("CLI parse + model build + W&B init", time.perf_counter())
     def on_fit_start(self, trainer, pl_module):
-        marks["fit start (callbacks: head FLOP count, ...)"] = time.perf_counter()
+        marks["fit start (callbacks)"] = time.perf_counter()
     def on_sanity_check_end(self, trainer, pl_module):
         marks["sanity validation (2 batches)"] = time.perf_counter()
-    def on_train_start(self, trainer, pl_module):
-        marks["train start"] = time.perf_counter()
     def on_train_batch_end(self, trainer, pl_module, *args):
         marks["first training step"] = time.perf_counter()
         out = {}
