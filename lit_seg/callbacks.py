@@ -52,11 +52,21 @@ class RunSummary(pl.Callback):
     (not before it: the count is not on the way to the first step), on the encoder's features of
     one image of the training crop size (the data module's ``crop_size`` or
     ``image_size``; shape in ``head_flops_input``). None when the size is unknown.
+
+    ``query_dependence``: the mean cosine distance between the attention maps of different query
+    positions (:func:`lit_seg.query_dependence.query_dependence`) on the first
+    ``query_dependence_images`` validation images, measured once at the end of training (a run
+    that evaluates by sliding window gives it the top-left ``eval_crop`` of each image); also in
+    the W&B summary. None for a head without attention maps, until training ends, or with
+    ``query_dependence_images`` 0.
     """
 
-    def __init__(self, filename: str = "summary.json", count_head_flops: bool = True) -> None:
+    def __init__(self, filename: str = "summary.json", count_head_flops: bool = True,
+                 query_dependence_images: int = 4) -> None:
         self.filename = filename
         self.count_head_flops = count_head_flops
+        self.query_dependence_images = query_dependence_images
+        self._query_dependence: float | None = None
         self._start = time.monotonic()
         self._head_flops: int | None = None
         self._head_flops_input: list[int] | None = None
@@ -102,6 +112,26 @@ class RunSummary(pl.Callback):
             for module, training in modes.items():
                 module.training = training
 
+    @rank_zero_only
+    def _measure_query_dependence(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from lit_seg.query_dependence import query_dependence
+
+        dataset = AttentionMapLogger._dataset(trainer)
+        model = getattr(pl_module, "model", None)
+        if self.query_dependence_images < 1 or dataset is None or model is None or len(dataset) == 0:
+            return
+        crop = getattr(pl_module, "eval_crop", None) if getattr(pl_module, "eval_mode", "whole") == "slide" else None
+        try:
+            weight = next(model.parameters())
+            images = []
+            for i in range(min(self.query_dependence_images, len(dataset))):
+                image = dataset[i][0].to(device=weight.device, dtype=weight.dtype)
+                # The whole image may not fit through the model at once where evaluation slides a window.
+                images.append(image[:, :crop[0], :crop[1]] if crop is not None else image)
+            self._query_dependence = query_dependence(model, images)
+        except Exception as err:  # noqa: BLE001 - a measurement must never stop a run
+            rank_zero_warn(f"RunSummary: could not measure the query dependence: {err}")
+
     def _summary(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))}
         ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
@@ -115,6 +145,7 @@ class RunSummary(pl.Callback):
             "head_params": sum(p.numel() for p in pl_module.model.head.parameters()),
             "head_gflops": self._head_flops / 1e9 if self._head_flops is not None else None,
             "head_flops_input": self._head_flops_input,
+            "query_dependence": self._query_dependence,
             "val/mIoU_best": float(best) if best is not None else metrics.get("val/mIoU"),
             "metrics": metrics,
             # Rows: label, columns: prediction, pixels of the last evaluation (lit_seg.metrics).
@@ -140,8 +171,9 @@ class RunSummary(pl.Callback):
             except (OSError, ValueError):
                 earlier = {}
             summary["metrics"] = earlier.get("metrics", {})
-            if summary["val/mIoU_best"] is None:
-                summary["val/mIoU_best"] = earlier.get("val/mIoU_best")
+            for key in ("val/mIoU_best", "query_dependence"):
+                if summary[key] is None:
+                    summary[key] = earlier.get(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=2))
@@ -151,13 +183,17 @@ class RunSummary(pl.Callback):
                 # The best val/mIoU is W&B's own summary (define_metric, "val/mIoU.max").
                 logger.experiment.summary.update(
                     {"params": summary["params"], "head_params": summary["head_params"],
-                     "head_gflops": summary["head_gflops"]})
+                     "head_gflops": summary["head_gflops"], "query_dependence": summary["query_dependence"]})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get("val/mIoU")
         if not trainer.sanity_checking and value is not None and (self._best is None or float(value) > self._best[0]):
             self._best = (float(value), trainer.current_epoch)
         self._write(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here, not in on_fit_end: by then the strategy's teardown has moved the model to the CPU.
+        self._measure_query_dependence(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module)

@@ -105,6 +105,8 @@ def test_attention_maps_and_summary_numbers(offline_run):
     assert summary["head_params"] == saved["head_params"] > 0 and summary["params"] == saved["params"]
     assert summary["head_gflops"] == pytest.approx(saved["head_gflops"]) and saved["head_gflops"] > 0
     assert saved["head_flops_input"] == [1, 3, 64, 64]
+    # Measured once at the end of training, the same in both (lit_seg.query_dependence).
+    assert summary["query_dependence"] == pytest.approx(saved["query_dependence"]) and 0 < saved["query_dependence"] < 1
     # W&B's own best/last summaries (define_metric), equal to what summary.json and the checkpoint saw.
     assert summary["val/mIoU"]["max"] == pytest.approx(saved["val/mIoU_best"])
     assert summary["val/mIoU"]["last"] == pytest.approx(saved["metrics"]["val/mIoU"])
