@@ -16,7 +16,8 @@ under ``experiments/``), the seeds, and command-line overrides applied to every 
 Each run is ``python -m lit_seg fit --config <experiment> --seed_everything <seed> --group
 <ablation> <overrides>`` in its own process, its output in ``runs/ablations/<ablation>/``. After
 each run one row goes into ``results/<ablation>.csv`` (rewritten atomically): experiment, head
-and its options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, parameters,
+and its options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, the attention's
+query dependence (``summary.json``'s, :mod:`lit_seg.query_dependence`), parameters,
 the head's FLOPs, latency and peak memory (measured once per experiment by the cost harness,
 lit_seg/study/harness.py, at the experiment's training batch), steps, wall time, W&B run id and run
 folder. Runs with a finished row are skipped, so an interrupted ablation resumes where it stopped:
@@ -185,7 +186,11 @@ def collect(run_folder: Path) -> dict:
     }
     row["val_mIoU_first"] = _first_validation_miou(run_folder / "metrics.csv")
     row.update({k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/IoU/")})
-    return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+    row = {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()}
+    # Significant digits, not decimals: near-identical maps (GCNet's finding) give values far below 1e-5.
+    dependence = summary.get("query_dependence")
+    row["query_dependence"] = float(f"{dependence:.4g}") if isinstance(dependence, (int, float)) else None
+    return row
 
 
 def _first_validation_miou(metrics_csv: Path) -> float | None:

@@ -141,6 +141,7 @@ def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = N
             "val_aAcc_final": _number(_aggregate(summary.get("val/aAcc"), "last")),
             "val_mDice_final": _number(_aggregate(summary.get("val/mDice"), "last")),
             "val_mIoU_first": math.nan,  # from the history
+            "query_dependence": _number(summary.get("query_dependence")),
             "steps": _number(summary.get("trainer/global_step")),
             "wall_s": _number(summary.get("_runtime")),
             "wandb_run_id": run.id,
@@ -253,8 +254,10 @@ def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
 
 def summarize(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     """One row per experiment: ``mean`` and ``std`` (sample std, ddof=1) of ``metric`` over its
-    finished runs, ``n`` of them, ``failed`` (runs that did not finish), the head and the mean of
-    each cost column. Experiments whose runs all failed stay in, with ``n`` = 0.
+    finished runs, ``n`` of them, ``failed`` (runs that did not finish), the head, the mean and std
+    of ``query_dependence`` over the finished runs that have one (``query_dependence_mean``,
+    ``_std``; left out when no run has one) and the mean of each cost column. Experiments whose
+    runs all failed stay in, with ``n`` = 0.
     """
     rows = []
     for experiment in order_experiments(df["experiment"]):
@@ -274,14 +277,20 @@ def summarize(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
             row["final_mean"] = done["val_mIoU_final"].mean() if len(done) else math.nan
         if "val_mIoU_first" in df and metric != "val_mIoU_first":
             row["first_mean"] = done["val_mIoU_first"].mean() if len(done) else math.nan
+        dependence = pd.to_numeric(done["query_dependence"], errors="coerce").dropna()
+        row["query_dependence_mean"] = dependence.mean() if len(dependence) else math.nan
+        row["query_dependence_std"] = dependence.std(ddof=1) if len(dependence) > 1 else math.nan
         costs = done if len(done) else runs
         for column in ["params", *COST_COLUMNS]:
             row[column] = pd.to_numeric(costs[column], errors="coerce").astype(float).mean()
         rows.append(row)
-    columns = ["experiment", "head", "n", "failed", "mean", "std", "seeds", "final_mean", "first_mean", "params",
-               *COST_COLUMNS]
+    columns = ["experiment", "head", "n", "failed", "mean", "std", "seeds", "final_mean", "first_mean",
+               "query_dependence_mean", "query_dependence_std", "params", *COST_COLUMNS]
     out = pd.DataFrame(rows, columns=columns).set_index("experiment")
-    return out.drop(columns=[c for c in ["final_mean", "first_mean"] if out[c].isna().all()])
+    empty = [c for c in ["final_mean", "first_mean"] if out[c].isna().all()]
+    if out["query_dependence_mean"].isna().all():  # runs from before the measurement, or no attention head
+        empty += ["query_dependence_mean", "query_dependence_std"]
+    return out.drop(columns=empty)
 
 
 def _first(values: pd.Series) -> Any:
@@ -303,6 +312,11 @@ def format_table(summary: pd.DataFrame, metric: str = METRIC, digits: int = 3) -
     if "first_mean" in summary:
         table["mIoU at 1st validation (mean)"] = summary["first_mean"].map(
             lambda v: "–" if pd.isna(v) else f"{v:.{digits}f}")
+    if "query_dependence_mean" in summary:
+        # One more digit: the distances of near-identical maps are small.
+        table["query dependence (mean ± std)"] = [
+            format_mean_std(m, s, digits + 1)
+            for m, s in zip(summary["query_dependence_mean"], summary["query_dependence_std"])]
     _add_costs(table, summary, ["params", *COST_COLUMNS])
     return table
 

@@ -1,7 +1,7 @@
 """An ablation's results CSV as a markdown table and a plot (what the README shows).
 
     lit-seg report results/all_heads.csv
-    # -> results/all_heads.md (mean ± std over seeds, costs) and results/all_heads.png
+    # -> results/all_heads.md (mean ± std over seeds, query dependence, costs) and results/all_heads.png
 
 ``lit-seg ablate`` writes both at the end of every call; this redoes them from the CSV.
 The plot: best val/mIoU (mean ± std over seeds) against the head's forward GFLOPs per image and
@@ -32,6 +32,10 @@ def markdown_table(csv_path: Path, metric: str = analysis.METRIC) -> str:
             f"({len(runs) - len(finished)} failed or unfinished); {metric.replace('val_', 'val/')}: best "
             "validation mIoU of each run, mean ± sample std over seeds; head costs at the training batch "
             "(GFLOPs per image).")
+    if "query_dependence_mean" in summary:
+        note += (" Query dependence: mean cosine distance between the attention maps of different query "
+                 "positions at the end of each run (0: every query attends alike; lit_seg/query_dependence.py), "
+                 "mean ± std over seeds; – for heads without attention maps.")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

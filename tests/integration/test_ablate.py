@@ -57,6 +57,8 @@ def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path)
     assert by_experiment["ccnet_r1"]["head"] == "CCHead" and by_experiment["ccnet_r1"]["recurrence"] == "1"
     assert "recurrence=1" in by_experiment["ccnet_r1"]["head_options"]
     assert by_experiment["fcn"]["head"] == "FCNHead" and by_experiment["fcn"]["recurrence"] == ""
+    assert by_experiment["fcn"]["query_dependence"] == ""  # no attention maps
+    assert 0 < float(by_experiment["ccnet_r1"]["query_dependence"]) < 1
     # Same seed, different heads: different runs; the head's cost does not depend on the seed.
     same_cost = [r for r in rows if r["experiment"] == "ccnet_r1"]
     assert same_cost[0]["head_fwdbwd_ms"] == same_cost[1]["head_fwdbwd_ms"]

@@ -29,6 +29,9 @@ RUNS = [
     ("ccnet_r3", 0, 0.9102, "finished"), ("ccnet_r3", 1, 0.9031, "finished"),
     ("ccnet_r3", 2, None, "failed"),
 ]
+# query_dependence per finished attention run (FCN has none: an empty cell).
+QUERY_DEPENDENCE = {("ccnet_r1", 0): 0.6132, ("ccnet_r1", 1): 0.6318, ("ccnet_r2", 0): 0.0521,
+                    ("ccnet_r2", 1): 0.0484, ("ccnet_r3", 0): 0.0412, ("ccnet_r3", 1): 0.0447}
 COSTS = {  # head_params, head_gflops, head_fwd_ms, head_fwdbwd_ms, head_peak_mib
     "fcn": (46211, 0.0133, 0.41, 1.32, 3.1),
     "ccnet_r1": (227029, 0.0412, 0.83, 2.61, 5.4),
@@ -60,7 +63,8 @@ def write_fixture(root: Path, runs=RUNS, name: str = "all_heads") -> Path:
         if status == "finished":
             row.update(val_mIoU_best=best, val_mIoU_final=best - 0.002, val_pixel_acc_final=0.95 + best / 50,
                        val_mIoU_first=round(best - 0.3, 4),
-                       params=11_403_541, steps=512, wall_s=160.0 + i)
+                       params=11_403_541, steps=512, wall_s=160.0 + i,
+                       query_dependence=QUERY_DEPENDENCE.get((experiment, seed), ""))
             row.update({f"IoU/{c}": round(0.98 if c == "background" else best - 0.01 * k, 4)
                         for k, c in enumerate(CLASSES)})
             row.update(zip(["head_params", "head_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"],
@@ -192,6 +196,28 @@ def test_summarize_mean_std_n_failed(fixture_runs):
     assert table.loc["ccnet_r3", "failed"] == 1
     assert summary.loc["fcn", "first_mean"] == pytest.approx((0.7573 + 0.6120) / 2 - 0.3)
     assert table.loc["fcn", "mIoU at 1st validation (mean)"] == f"{(0.7573 + 0.6120) / 2 - 0.3:.3f}"
+    r2 = [QUERY_DEPENDENCE["ccnet_r2", s] for s in (0, 1)]
+    assert summary.loc["ccnet_r2", "query_dependence_mean"] == pytest.approx(statistics.mean(r2))
+    assert table.loc["ccnet_r2", "query dependence (mean ± std)"] == (
+        f"{statistics.mean(r2):.4f} ± {statistics.stdev(r2):.4f}")
+    assert table.loc["fcn", "query dependence (mean ± std)"] == "–"  # no attention maps
+
+
+def test_report_table_shows_query_dependence_and_reads_csvs_from_before_it(tmp_path):
+    from lit_seg.study import report
+
+    path = write_fixture(tmp_path)
+    r1 = [QUERY_DEPENDENCE["ccnet_r1", s] for s in (0, 1)]
+    table = report.markdown_table(path)
+    header = table.splitlines()[0].split(" | ")
+    row = next(line for line in table.splitlines() if line.startswith("| `ccnet_r1` |")).split(" | ")
+    column = header.index("query dependence (mean ± std)")
+    assert row[column] == f"{statistics.mean(r1):.4f} ± {statistics.stdev(r1):.4f}" and "Query dependence:" in table
+    # A CSV written before the column existed: read as NaN, and the table goes without it.
+    old = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["query_dependence"])
+    old.to_csv(path, index=False)
+    assert analysis.load_csv(path)["query_dependence"].isna().all()
+    assert "query dependence" not in report.markdown_table(path).lower()
 
 
 def test_format_mean_std():

@@ -1,8 +1,9 @@
 """lit_seg.query_dependence: the mean pairwise cosine distance between the attention maps of
-different queries, against hand computations; its place in summary.json."""
+different queries, against hand computations; its place in summary.json and the ablation row."""
 
 import itertools
 import json
+import math
 from functools import partial
 
 import pytest
@@ -145,3 +146,18 @@ def test_run_summary_writes_query_dependence_at_the_end_of_a_fit(tmp_path, monke
     assert 0.0 < saved < 1.0 and saved == pytest.approx(expected, rel=1e-9)
     assert wandb.experiment.summary["query_dependence"] == saved
 
+
+def test_ablate_row_takes_query_dependence_from_summary_json(tmp_path):
+    from lit_seg.study import ablate, analysis, columns
+
+    rows = []
+    for name, value in (("nonlocal", 1.23456789e-6), ("fcn", None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({"metrics": {"val/mIoU": 0.5}, "query_dependence": value}))
+        rows.append({"experiment": name, "status": "finished", **ablate.collect(folder)})
+    assert rows[0]["query_dependence"] == 1.235e-6 and rows[1]["query_dependence"] is None
+    assert "query_dependence" in columns.COLUMNS
+    ablate.write_rows(tmp_path / "results.csv", rows)
+    runs = analysis.load_csv(tmp_path / "results.csv")
+    assert runs.loc[0, "query_dependence"] == 1.235e-6 and math.isnan(runs.loc[1, "query_dependence"])
