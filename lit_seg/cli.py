@@ -84,8 +84,9 @@ def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
     return expanded + [yaml.safe_dump(content, sort_keys=False)]
 
 
-def merged_config(path: str | Path) -> dict:
-    """What an experiment file states, its ``_base_`` files merged in (later files win).
+def merged_config(*paths: str | Path) -> dict:
+    """What an experiment file states, its ``_base_`` files merged in (later files win); with
+    several files, each laid over the ones before, as repeated ``--config`` options are.
 
     The rules are the CLI's: nested keys merge, lists are replaced, and ``init_args`` are merged
     key by key, since jsonargparse keeps a base's init_args that a new ``class_path`` accepts
@@ -100,7 +101,7 @@ def merged_config(path: str | Path) -> dict:
                 into[key] = value
 
     merged: dict = {}
-    for part in expand_bases(path):
+    for part in [part for path in paths for part in expand_bases(path)]:
         # expand_bases gives file paths and, for files with a `_base_`, their own keys as YAML text.
         content = yaml.safe_load(part if "\n" in part else Path(part).read_text()) or {}
         if isinstance(content, dict):

@@ -1,26 +1,30 @@
-"""Run an ablation: experiments x seeds, one after another, one results row per run.
+"""Run an ablation: experiments x seeds (x tasks), one after another, one results row per run.
 
     lit-seg ablate experiments/ablations/ccnet_recurrence.yaml
     lit-seg ablate experiments/ablations/all_heads.yaml --seeds 0
+    lit-seg ablate experiments/ablations/tasks.yaml --tasks reach binding
     lit-seg ablate --name my_study --experiments 'ccnet_r*' fcn --seeds 0 1 2 \\
         -- --trainer.max_epochs=2 --model.optimizer.init_args.lr=0.05
 
 An ablation file (``experiments/ablations/*.yaml``) names the experiments (file names or globs
-under ``experiments/``), the seeds, and command-line overrides applied to every run::
+under ``experiments/``), the seeds, command-line overrides applied to every run, and optionally
+tasks (overlays under ``experiments/tasks/``, by name, or paths of YAML files)::
 
     description: Does a second criss-cross step help, and at what cost?
     experiments: [fcn, ccnet_r1, ccnet_r2, ccnet_r3]
     seeds: [0, 1, 2]
     overrides: [--trainer.max_epochs=2]
+    tasks: [reach, recurrence]    # optional: every experiment on every task
 
-Each run is ``python -m lit_seg fit --config <experiment> --seed_everything <seed> --group
-<ablation> <overrides>`` in its own process, its output in ``runs/ablations/<ablation>/``. After
-each run one row goes into ``results/<ablation>.csv`` (rewritten atomically): experiment, head
-and its options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, the attention's
+Each run is ``python -m lit_seg fit --config <experiment> [--config <task>] --seed_everything
+<seed> --group <ablation> <overrides>`` in its own process, its output in
+``runs/ablations/<ablation>/``. After each run one row goes into ``results/<ablation>.csv``
+(rewritten atomically): experiment, task (the overlay's name; empty without tasks), head and its
+options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, the attention's
 query dependence (``summary.json``'s, :mod:`lit_seg.query_dependence`), parameters,
-the head's FLOPs, latency and peak memory (measured once per experiment by the cost harness,
-lit_seg/study/harness.py, at the experiment's training batch), steps, wall time, W&B run id and run
-folder. Runs with a finished row are skipped, so an interrupted ablation resumes where it stopped:
+the head's FLOPs, latency and peak memory (measured once per experiment and task by the cost
+harness, lit_seg/study/harness.py, at the training batch and image size), steps, wall time, W&B
+run id and run folder. Runs with a finished row are skipped, so an interrupted ablation resumes where it stopped:
 a run cut off midway (Ctrl-C, SIGTERM, kill) goes on from its last checkpoint in its own folder
 (``lit-seg fit --resume``); failed runs get a ``failed`` row and are retried next time.
 ``--jobs N`` runs N at a time with cores/N threads each (results then match other runs at that
@@ -51,6 +55,7 @@ from lit_seg.study import columns as columns_
 
 # Relative to the working directory, as the run folders (runs/): run from the repository root.
 EXPERIMENTS = Path("experiments")
+TASKS = "tasks"  # task overlays: <experiments-dir>/tasks/<name>.yaml
 MIB = 2**20
 
 EXIT_MARK = "# ablate: exit code "
@@ -78,19 +83,43 @@ def experiment_files(patterns: Sequence[str], root: Path = EXPERIMENTS) -> list[
     return found
 
 
+def task_files(names: Sequence[str], root: Path = EXPERIMENTS / TASKS) -> list[Path]:
+    """Task overlays for names (``reach``: ``<root>/reach.yaml``) or paths of YAML files."""
+    found: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+            path = root / (name if name.endswith((".yaml", ".yml")) else name + ".yaml")
+        if not path.is_file():
+            raise ConfigError(f"unknown task {name!r}: no {path} (have: "
+                              f"{', '.join(sorted(p.stem for p in root.glob('*.yaml'))) or 'none'}); "
+                              f"give one of those or a YAML file's path")
+        found += [path] if path not in found else []
+    return found
+
+
+def plan_runs(experiments: Sequence[Path], tasks: Sequence[Path | None], seeds: Sequence[int]
+              ) -> list[tuple[Path, Path | None, int]]:
+    """(experiment, task, seed) of every run. Seed-major, then task: a partly done ablation
+    already has every experiment on every task for its first seed. ``tasks`` [None]: no overlay."""
+    return [(e, t, s) for s in seeds for t in tasks for e in experiments]
+
+
 def load_ablation(path: Path) -> dict:
-    """An ablation file: ``experiments`` (required), ``seeds`` (default [0, 1, 2]), ``overrides``."""
+    """An ablation file: ``experiments`` (required), ``seeds`` (default [0, 1, 2]), ``overrides``, ``tasks``."""
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read ablation file {path}: {err}".replace("\n", " ")) from err
-    unknown = set(spec) - {"description", "experiments", "seeds", "overrides", "name"}
+    unknown = set(spec) - {"description", "experiments", "seeds", "overrides", "name", "tasks"}
     if unknown or not spec.get("experiments"):
         raise ConfigError(f"ablation file {path}: needs `experiments:` (names or globs under experiments/) and may "
-                          f"set `seeds:`, `overrides:`, `description:`; unknown keys: {sorted(unknown) or 'none'}")
+                          f"set `seeds:`, `overrides:`, `tasks:`, `description:`; unknown keys: "
+                          f"{sorted(unknown) or 'none'}")
     return {"name": spec.get("name", path.stem), "description": spec.get("description", ""),
             "experiments": list(spec["experiments"]), "seeds": [int(s) for s in spec.get("seeds", [0, 1, 2])],
-            "overrides": [str(o) for o in spec.get("overrides", [])]}
+            "overrides": [str(o) for o in spec.get("overrides", [])],
+            "tasks": [str(t) for t in spec.get("tasks") or []]}
 
 
 def describe_head(experiment: Path) -> dict:
@@ -133,20 +162,47 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def run_key(experiment: str, seed: int | str, overrides: str) -> tuple[str, str, str]:
-    return (experiment, str(seed), overrides)
+def run_key(experiment: str, task: str, seed: int | str, overrides: str) -> tuple[str, str, str, str]:
+    """A run's identity in the results file; ``task`` is "" for a run without a task overlay."""
+    return (experiment, task, str(seed), overrides)
+
+
+def row_key(row: dict) -> tuple[str, str, str, str]:
+    """:func:`run_key` of a results row; rows of CSVs from before the task column have no task."""
+    return run_key(row["experiment"], row.get("task") or "", row["seed"], row["overrides"])
+
+
+def task_name(task: Path | None) -> str:
+    return task.stem if task is not None else ""
+
+
+def task_args(task: Path | None) -> list[str]:
+    """The task overlay's arguments: right after the experiment's --config, so the overrides still win."""
+    return ["--config", str(task)] if task is not None else []
+
+
+def _label(experiment: Path, task: Path | None, seed: int | None = None) -> str:
+    """``ccnet_r2 on recurrence seed 1`` (``ccnet_r2 seed 1`` without a task) for the messages."""
+    on = f" on {task.stem}" if task is not None else ""
+    return f"{experiment.stem}{on}" + (f" seed {seed}" if seed is not None else "")
+
+
+def log_name(experiment: Path, task: Path | None, seed: int) -> str:
+    """``<experiment>[-<task>]-seed<N>.log`` in ``runs/ablations/<ablation>/`` (without a task, the older name)."""
+    return f"{experiment.stem}{f'-{task.stem}' if task is not None else ''}-seed{seed}.log"
 
 
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def measure_cost(experiment: Path, overrides: Sequence[str], runner) -> dict:
+def measure_cost(experiment: Path, overrides: Sequence[str], runner, task: Path | None = None) -> dict:
     """The head's parameters, FLOPs, latency and peak memory at the experiment's training batch
-    (one fresh process, lit_seg/study/harness.py), and the whole model's forward FLOPs per image."""
-    result = runner({"kind": "experiment", "config": str(experiment), "overrides": list(overrides),
+    and the task's image size (one fresh process, lit_seg/study/harness.py), and the whole
+    model's forward FLOPs per image."""
+    result = runner({"kind": "experiment", "config": str(experiment), "overrides": [*task_args(task), *overrides],
                      "repeats": 10, "min_time": 1.0, "warmup": 3})
     if "error" in result:
-        print(f"  cost of {experiment.stem}: not measured ({result['error']})", flush=True)
+        print(f"  cost of {_label(experiment, task)}: not measured ({result['error']})", flush=True)
         return {}
     batch_flops = result["flops_fwd"]
     return {
@@ -160,12 +216,12 @@ def measure_cost(experiment: Path, overrides: Sequence[str], runner) -> dict:
     }
 
 
-def _batch_size(experiment: Path, overrides: Sequence[str]) -> int:
+def _batch_size(experiment: Path, overrides: Sequence[str], task: Path | None = None) -> int:
     for arg in overrides:
         match = re.match(r"--data(?:\.init_args)?\.batch_size[= ](\d+)", arg)
         if match:
             return int(match.group(1))
-    data = merged_config(experiment).get("data", {})
+    data = merged_config(experiment, *([task] if task else [])).get("data", {})
     return int((data.get("init_args") or {}).get("batch_size", 16))
 
 
@@ -204,16 +260,24 @@ def _first_validation_miou(metrics_csv: Path) -> float | None:
     return None
 
 
+def fit_command(experiment: Path, task: Path | None, seed: int, ablation: str, overrides: Sequence[str],
+                resume: Path | None = None) -> list[str]:
+    """The ``lit_seg fit`` command line of one run."""
+    # An interrupted run goes on from its last checkpoint, in its own folder (lit-seg fit --resume);
+    # its config.yaml holds the experiment, the task and the seed.
+    start = ["--resume", str(resume)] if resume else ["--config", str(experiment), *task_args(task),
+                                                      "--seed_everything", str(seed)]
+    return [sys.executable, "-m", "lit_seg", "fit", *start, "--group", ablation,
+            "--trainer.enable_progress_bar=false", *overrides]
+
+
 class Run:
     """One ``lit_seg fit`` in its own process, output to ``log``."""
 
     def __init__(self, experiment: Path, seed: int, ablation: str, overrides: Sequence[str], log: Path,
-                 threads: int | None = None, resume: Path | None = None) -> None:
-        self.experiment, self.seed, self.log, self.resumed = experiment, seed, log, resume
-        # An interrupted run goes on from its last checkpoint, in its own folder (lit-seg fit --resume).
-        start = ["--resume", str(resume)] if resume else ["--config", str(experiment), "--seed_everything", str(seed)]
-        command = [sys.executable, "-m", "lit_seg", "fit", *start, "--group", ablation,
-                   "--trainer.enable_progress_bar=false", *overrides]
+                 threads: int | None = None, resume: Path | None = None, task: Path | None = None) -> None:
+        self.experiment, self.task, self.seed, self.log, self.resumed = experiment, task, seed, log, resume
+        command = fit_command(experiment, task, seed, ablation, overrides, resume)
         env = dict(os.environ)
         env.setdefault("WANDB_MODE", "offline")
         if threads:  # several runs side by side share the cores instead of oversubscribing them
@@ -370,6 +434,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiments", nargs="+", metavar="NAME_OR_GLOB",
                         help="experiments instead of (or replacing) the file's")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds instead of the file's (default 0 1 2)")
+    parser.add_argument("--tasks", nargs="+", metavar="NAME",
+                        help="tasks instead of the file's: overlays under <experiments-dir>/tasks/ or YAML paths")
     parser.add_argument("--name", help="ablation name: results/<name>.csv and W&B group (default: the file's name)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="folder of <name>.csv")
     parser.add_argument("--experiments-dir", type=Path, default=EXPERIMENTS,
@@ -396,11 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec = load_ablation(args.ablation) if args.ablation else {"name": None, "experiments": [], "seeds": [0, 1, 2],
-                                                                   "overrides": [], "description": ""}
+                                                                   "overrides": [], "description": "", "tasks": []}
         name = args.name or spec["name"]
         if not name:
             raise ConfigError("name the ablation: --name <name> (results/<name>.csv, W&B group)")
         experiments = experiment_files(args.experiments or spec["experiments"], args.experiments_dir)
+        task_names = args.tasks or spec["tasks"]
+        tasks = task_files(task_names, args.experiments_dir / TASKS) if task_names else [None]
     except ConfigError as err:
         print(f"ablate: error: {err}", file=sys.stderr)
         return 2
@@ -409,20 +477,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     override_text = " ".join(overrides)
     results = args.results / f"{name}.csv"
     rows = read_rows(results)
-    finished = {run_key(r["experiment"], r["seed"], r["overrides"]) for r in rows if r.get("status") == "finished"}
-    # Seed-major: a partly done ablation already has every experiment's first seed.
-    plan = [(e, s) for s in seeds for e in experiments]
-    todo = [(e, s) for e, s in plan if run_key(e.stem, s, override_text) not in finished]
-    print(f"ablation {name}: {len(experiments)} experiments x {len(seeds)} seeds = {len(plan)} runs, "
+    finished = {row_key(r) for r in rows if r.get("status") == "finished"}
+    plan = plan_runs(experiments, tasks, seeds)
+    todo = [(e, t, s) for e, t, s in plan if run_key(e.stem, task_name(t), s, override_text) not in finished]
+    task_text = f" x {len(tasks)} tasks ({', '.join(t.stem for t in tasks)})" if tasks != [None] else ""
+    print(f"ablation {name}: {len(experiments)} experiments{task_text} x {len(seeds)} seeds = {len(plan)} runs, "
           f"{len(plan) - len(todo)} already finished ({results}); overrides: {override_text or 'none'}", flush=True)
     if args.dry_run:
-        for e, s in todo:
-            print(f"  would run {e.stem} seed {s}")
+        for e, t, s in todo:
+            print(f"  would run {_label(e, t, s)}")
         return 0
-    costs: dict[str, dict] = {}
+    # Per experiment and task: a task sets the image size, so the head's cost.
+    costs: dict[tuple[str, str], dict] = {}
     for r in rows:  # cost already measured by an earlier (interrupted) call
         if r.get("status") == "finished" and r.get("overrides") == override_text and r.get("head_fwdbwd_ms"):
-            costs.setdefault(r["experiment"], {k: r[k] for k in columns_.COST_COLUMNS if k in r})
+            costs.setdefault(row_key(r)[:2], {k: r[k] for k in columns_.COST_COLUMNS if k in r})
     if args.remeasure_cost:
         costs = {}
     # Costs first, while no run competes for the cores (latencies would be inflated).
@@ -430,20 +499,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lit_seg.study.runner import Runner
 
         runner = Runner(fresh_process=True, timeout=600)
-        for experiment in dict.fromkeys(e for e, _ in (plan if args.remeasure_cost else todo)):
-            if experiment.stem in costs:
+        for experiment, task in dict.fromkeys((e, t) for e, t, _ in (plan if args.remeasure_cost else todo)):
+            if (experiment.stem, task_name(task)) in costs:
                 continue
-            cost = measure_cost(experiment, overrides, runner)
+            cost = measure_cost(experiment, overrides, runner, task)
             batch_gflops = cost.pop("_batch_gflops", None)
             if batch_gflops is not None:
-                cost["head_gflops"] = round(batch_gflops / _batch_size(experiment, overrides), 4)
-                print(f"  cost of {experiment.stem}: head {cost['head_gflops']} GFLOPs/image, fwd+bwd "
+                cost["head_gflops"] = round(batch_gflops / _batch_size(experiment, overrides, task), 4)
+                print(f"  cost of {_label(experiment, task)}: head {cost['head_gflops']} GFLOPs/image, fwd+bwd "
                       f"{cost['head_fwdbwd_ms']} ms, peak {cost['head_peak_mib']} MiB", flush=True)
-            costs[experiment.stem] = cost
+            costs[experiment.stem, task_name(task)] = cost
     if args.remeasure_cost:
         for r in rows:
-            if r.get("overrides") == override_text and r["experiment"] in costs:
-                r.update(costs[r["experiment"]])
+            if r.get("overrides") == override_text and row_key(r)[:2] in costs:
+                r.update(costs[row_key(r)[:2]])
         write_rows(results, rows)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     logs = Path("runs") / "ablations" / name
@@ -461,24 +530,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_run = sum(walls) / len(walls) / args.jobs
         return f", about {_duration(per_run * (len(queue) + len(running)))} left"
 
-    def record(rows: list[dict], experiment: Path, seed: int, folder: Path | None, log: Path, code: int,
-               wall: float | None) -> list[dict]:
+    def record(rows: list[dict], experiment: Path, task: Path | None, seed: int, folder: Path | None, log: Path,
+               code: int, wall: float | None) -> list[dict]:
         """The run's row (finished or failed) in place of any earlier one; the CSV rewritten."""
-        row = {"ablation": name, "experiment": experiment.stem, **describe_head(experiment), "seed": seed,
-               "overrides": override_text, "wall_s": "" if wall is None else round(wall, 1), "wandb_group": name,
-               "log": _relative(log), "run_folder": _relative(folder) if folder else "",
-               **costs.get(experiment.stem, {})}
+        row = {"ablation": name, "experiment": experiment.stem, "task": task_name(task), **describe_head(experiment),
+               "seed": seed, "overrides": override_text, "wall_s": "" if wall is None else round(wall, 1),
+               "wandb_group": name, "log": _relative(log), "run_folder": _relative(folder) if folder else "",
+               **costs.get((experiment.stem, task_name(task)), {})}
         took = "" if wall is None else f" in {wall:.0f} s"
         if code == 0 and folder is not None and (folder / "summary.json").is_file():
             row.update(collect(folder), status="finished")
-            print(f"[done {done}/{len(todo)}] {experiment.stem} seed {seed}: val/mIoU {_num(row['val_mIoU_final'])} "
-                  f"(best {_num(row['val_mIoU_best'])}){took} -> {row['run_folder']}", flush=True)
+            print(f"[done {done}/{len(todo)}] {_label(experiment, task, seed)}: val/mIoU "
+                  f"{_num(row['val_mIoU_final'])} (best {_num(row['val_mIoU_best'])}){took} -> {row['run_folder']}",
+                  flush=True)
         else:
             row["status"] = "failed"
-            print(f"[done {done}/{len(todo)}] {experiment.stem} seed {seed}: FAILED (exit {code}): {_last_error(log)} "
-                  f"(log: {log})", flush=True)
-        key = run_key(experiment.stem, seed, override_text)
-        rows = [r for r in rows if run_key(r["experiment"], r["seed"], r["overrides"]) != key] + [row]
+            print(f"[done {done}/{len(todo)}] {_label(experiment, task, seed)}: FAILED (exit {code}): "
+                  f"{_last_error(log)} (log: {log})", flush=True)
+        key = run_key(experiment.stem, task_name(task), seed, override_text)
+        rows = [r for r in rows if row_key(r) != key] + [row]
         write_rows(results, rows)
         return rows
 
@@ -492,22 +562,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         while queue or running:
             while queue and len(running) < args.jobs and not (failures and args.fail_fast):
-                experiment, seed = queue.pop(0)
-                log = logs / f"{experiment.stem}-seed{seed}.log"
+                experiment, task, seed = queue.pop(0)
+                log = logs / log_name(experiment, task, seed)
                 stop_orphan(log)
                 folder, code = previous_attempt(log)
                 if folder is not None and code == 0 and (folder / "summary.json").is_file():
                     # It finished, but its row was lost (the runner stopped before writing it).
                     done += 1
-                    rows = record(rows, experiment, seed, folder, log, 0, None)
+                    rows = record(rows, experiment, task, seed, folder, log, 0, None)
                     continue
                 # No finished row, yet a checkpoint: the attempt was cut off (Ctrl-C, SIGTERM, kill).
                 resume = folder if folder is not None and any((folder / "checkpoints").glob("last*.ckpt")) else None
-                print(f"[{done + len(running) + 1}/{len(todo)}] {experiment.stem} seed {seed}: running{left()}",
+                print(f"[{done + len(running) + 1}/{len(todo)}] {_label(experiment, task, seed)}: running{left()}",
                       flush=True)
                 if resume is not None:
                     print(f"  resuming {resume} from its last checkpoint", flush=True)
-                running.append(Run(experiment, seed, name, overrides, log, threads, resume))
+                running.append(Run(experiment, seed, name, overrides, log, threads, resume, task))
             if not running:
                 break
             time.sleep(0.5)
@@ -515,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 running.remove(run)
                 done += 1
                 walls.append(run.wall)
-                rows = record(rows, run.experiment, run.seed, run.folder(), run.log, run.poll(), run.wall)
+                rows = record(rows, run.experiment, run.task, run.seed, run.folder(), run.log, run.poll(), run.wall)
                 failures += rows[-1]["status"] != "finished"
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the runs' saving short

@@ -6,10 +6,12 @@ A row is one run; the per-class ``IoU/<class>`` columns go between :data:`BEFORE
 """
 
 BEFORE_CLASSES = [
-    "ablation", "experiment", "head", "head_options", "recurrence", "seed", "overrides", "status",
+    # task: the run's task overlay (experiments/tasks/<task>.yaml); empty without one, as in CSVs
+    # written before the column existed.
+    "ablation", "experiment", "task", "head", "head_options", "recurrence", "seed", "overrides", "status",
     "val_mIoU_best", "val_mIoU_final", "val_pixel_acc_final", "val_mIoU_first",
 ]
-# The head's cost, measured once per experiment by the cost harness at its training batch.
+# The head's cost, measured once per experiment (and task) by the cost harness at its training batch.
 COST_COLUMNS = ["head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
 AFTER_CLASSES = [
     "val_mAcc_final", "val_aAcc_final", "val_mDice_final",
@@ -19,7 +21,7 @@ AFTER_CLASSES = [
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",
 ]
 COLUMNS = BEFORE_CLASSES + AFTER_CLASSES
-TEXT_COLUMNS = ["ablation", "experiment", "head", "head_options", "overrides", "status", "wandb_run_id",
+TEXT_COLUMNS = ["ablation", "experiment", "task", "head", "head_options", "overrides", "status", "wandb_run_id",
                 "wandb_group", "run_folder", "log"]
 INT_COLUMNS = ["recurrence", "seed", "steps", "params", "head_params"]
 IOU_PREFIX = "IoU/"

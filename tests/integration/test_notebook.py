@@ -49,7 +49,8 @@ def expected(experiment: str) -> str:
 def write_fixture(root: Path, runs=RUNS, name: str = "all_heads") -> Path:
     """``results/<name>.csv`` in the ablate.py contract and a run folder per run under ``root``,
     with tiny attention overlays (epochs 0 and 1, two images each) for the CCNet runs."""
-    header = analysis.COLUMNS[:12] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[12:]
+    split = len(analysis.BEFORE_CLASSES)  # per-class IoU columns go just after these
+    header = analysis.COLUMNS[:split] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[split:]
     rows = []
     for i, (experiment, seed, best, status) in enumerate(runs):
         folder = f"runs/{experiment}/20261121-1600{i:02d}-run{i:05d}"
@@ -170,7 +171,8 @@ def fixture_runs(tmp_path) -> pd.DataFrame:
 
 def test_load_csv_contract(fixture_runs):
     runs = fixture_runs
-    assert list(runs.columns) == analysis.COLUMNS[:12] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[12:]
+    split = len(analysis.BEFORE_CLASSES)
+    assert list(runs.columns) == analysis.COLUMNS[:split] + [f"IoU/{c}" for c in CLASSES] + analysis.COLUMNS[split:]
     assert len(runs) == 9 and runs["status"].tolist().count("failed") == 1
     assert runs["recurrence"].fillna(0).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3]
     assert runs["seed"].dtype == "Int64" and math.isnan(runs.loc[8, "val_mIoU_best"])

@@ -1,0 +1,161 @@
+"""lit-seg ablate over tasks: the plan (experiments x tasks x seeds, seed-major), the task overlay's
+place in the run's command and the cost measurement, resume keys with and without a task, and the
+unknown-task error. Dry runs and plain calls only: nothing is trained."""
+
+import csv
+from pathlib import Path
+
+import yaml
+
+from lit_seg.models.heads import HEADS
+from lit_seg.study import ablate
+from tests.conftest import EXPERIMENTS
+
+
+def experiments_dir(root: Path) -> Path:
+    """Two experiments and two task overlays (their contents do not matter to the plan)."""
+    (root / "tasks").mkdir(parents=True)
+    for name in ("fcn", "ccnet_r2"):
+        (root / f"{name}.yaml").write_text("_base_: base.yaml\n")
+    for task in ("reach", "recurrence"):
+        (root / "tasks" / f"{task}.yaml").write_text(f"data:\n  init_args:\n    task: {task}\n")
+    return root
+
+
+def dry_run(root: Path, results: Path, *args: str, capsys) -> tuple[int, list[str], str]:
+    code = ablate.main(["--name", "study", "--experiments-dir", str(root), "--results", str(results),
+                        "--dry-run", *args])
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), out.err
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_plan_is_seed_major_then_task_then_experiment(tmp_path, capsys):
+    root = experiments_dir(tmp_path / "experiments")
+    code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "ccnet_r2", "--tasks", "reach", "recurrence",
+                             "--seeds", "0", "1", capsys=capsys)
+    assert code == 0
+    assert lines[0].startswith("ablation study: 2 experiments x 2 tasks (reach, recurrence) x 2 seeds = 8 runs, "
+                               "0 already finished")
+    assert lines[1:] == [f"  would run {e} on {t} seed {s}" for s in (0, 1) for t in ("reach", "recurrence")
+                         for e in ("fcn", "ccnet_r2")]
+    # The same order from the plan function, with the overlays' paths; no tasks: one None, no overlay.
+    fcn, cc, reach = root / "fcn.yaml", root / "ccnet_r2.yaml", root / "tasks" / "reach.yaml"
+    assert ablate.plan_runs([fcn, cc], [reach], [0, 1]) == [(fcn, reach, 0), (cc, reach, 0), (fcn, reach, 1),
+                                                            (cc, reach, 1)]
+    assert ablate.plan_runs([fcn], [None], [2]) == [(fcn, None, 2)]
+
+
+def test_without_tasks_the_plan_and_command_are_as_before(tmp_path, capsys):
+    root = experiments_dir(tmp_path / "experiments")
+    code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "--seeds", "3", capsys=capsys)
+    assert code == 0 and lines[0].startswith("ablation study: 1 experiments x 1 seeds = 1 runs, ")
+    assert lines[1:] == ["  would run fcn seed 3"]
+    command = ablate.fit_command(Path("experiments/fcn.yaml"), None, 3, "study", ["--trainer.max_epochs=1"])
+    assert command[3:] == ["fit", "--config", "experiments/fcn.yaml", "--seed_everything", "3", "--group", "study",
+                           "--trainer.enable_progress_bar=false", "--trainer.max_epochs=1"]
+    assert ablate.log_name(Path("experiments/fcn.yaml"), None, 3) == "fcn-seed3.log"
+
+
+def test_task_overlay_comes_right_after_the_experiment(tmp_path):
+    experiment, task = Path("experiments/ccnet_r2.yaml"), Path("experiments/tasks/recurrence.yaml")
+    command = ablate.fit_command(experiment, task, 1, "study", ["--trainer.max_epochs=1"])
+    assert command[3:] == ["fit", "--config", "experiments/ccnet_r2.yaml", "--config",
+                           "experiments/tasks/recurrence.yaml", "--seed_everything", "1", "--group", "study",
+                           "--trainer.enable_progress_bar=false", "--trainer.max_epochs=1"]
+    # Resumed: the run folder's config.yaml already holds the task.
+    resumed = ablate.fit_command(experiment, task, 1, "study", [], resume=Path("runs/ccnet_r2/x"))
+    assert resumed[3:6] == ["fit", "--resume", "runs/ccnet_r2/x"] and "--config" not in resumed
+    assert ablate.log_name(experiment, task, 1) == "ccnet_r2-recurrence-seed1.log"
+
+
+def test_cost_is_measured_with_the_task_overlay_and_its_batch_size(tmp_path):
+    overlay = tmp_path / "small.yaml"
+    overlay.write_text("data:\n  init_args:\n    batch_size: 4\n")
+    specs = []
+
+    def runner(spec):
+        specs.append(spec)
+        return {"error": "not measured in this test"}
+
+    assert ablate.measure_cost(EXPERIMENTS / "fcn.yaml", ["--trainer.max_epochs=1"], runner, overlay) == {}
+    assert specs[0]["config"] == str(EXPERIMENTS / "fcn.yaml")
+    assert specs[0]["overrides"] == ["--config", str(overlay), "--trainer.max_epochs=1"]
+    assert ablate._batch_size(EXPERIMENTS / "fcn.yaml", [], overlay) == 4
+    assert ablate._batch_size(EXPERIMENTS / "fcn.yaml", []) == 16  # experiments/base.yaml's
+    assert ablate._batch_size(EXPERIMENTS / "fcn.yaml", ["--data.init_args.batch_size=8"], overlay) == 8
+
+
+def test_harness_builds_the_experiment_with_the_overlay(tmp_path):
+    from lit_seg.study import harness
+
+    overlay = tmp_path / "small.yaml"
+    overlay.write_text("data:\n  init_args:\n    image_size: [32, 64]\n    batch_size: 2\n")
+    _, features, _, size = harness.experiment_head(str(EXPERIMENTS / "fcn.yaml"), ["--config", str(overlay)])
+    assert size == (32, 64) and tuple(features[0].shape) == (2, 3, 32, 64)
+
+
+def test_a_finished_run_on_one_task_does_not_skip_another(tmp_path, capsys):
+    root = experiments_dir(tmp_path / "experiments")
+    write_csv(tmp_path / "study.csv", [
+        {"ablation": "study", "experiment": "fcn", "task": "reach", "seed": 0, "overrides": "", "status": "finished"},
+        {"ablation": "study", "experiment": "fcn", "task": "recurrence", "seed": 0, "overrides": "",
+         "status": "failed"},
+    ])
+    code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "--tasks", "reach", "recurrence", "--seeds", "0",
+                             capsys=capsys)
+    assert code == 0 and "2 runs, 1 already finished" in lines[0]
+    assert lines[1:] == ["  would run fcn on recurrence seed 0"]
+    # The same finished row does not count for the ablation without tasks either.
+    code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "--seeds", "0", capsys=capsys)
+    assert "0 already finished" in lines[0] and lines[1:] == ["  would run fcn seed 0"]
+    assert ablate.run_key("fcn", "reach", 0, "") != ablate.run_key("fcn", "recurrence", 0, "")
+
+
+def test_a_csv_from_before_the_task_column_still_resumes(tmp_path, capsys):
+    root = experiments_dir(tmp_path / "experiments")
+    old = [{"ablation": "study", "experiment": "fcn", "seed": 0, "overrides": "", "status": "finished",
+            "val_mIoU_best": "0.9"}]
+    write_csv(tmp_path / "study.csv", old)
+    code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "--seeds", "0", "1", capsys=capsys)
+    assert code == 0 and "2 runs, 1 already finished" in lines[0]
+    assert lines[1:] == ["  would run fcn seed 1"]
+    # Rewritten (after the next run): the row keeps its key, with an empty task.
+    rows = ablate.read_rows(tmp_path / "study.csv")
+    ablate.write_rows(tmp_path / "study.csv", rows)
+    (row,) = ablate.read_rows(tmp_path / "study.csv")
+    assert row["task"] == "" and ablate.row_key(row) == ablate.run_key("fcn", "", 0, "")
+
+
+def test_unknown_task_is_one_line(tmp_path, capsys):
+    root = experiments_dir(tmp_path / "experiments")
+    code, _, err = dry_run(root, tmp_path, "--experiments", "fcn", "--tasks", "reach", "beacon", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("ablate: error: unknown task 'beacon'") and "(have: reach, recurrence)" in err
+
+
+def test_task_given_as_a_path(tmp_path, capsys):
+    root = experiments_dir(tmp_path / "experiments")
+    elsewhere = tmp_path / "mine.yaml"
+    elsewhere.write_text("data:\n  init_args:\n    batch_size: 4\n")
+    assert ablate.task_files([str(elsewhere), "reach"], root / "tasks") == [elsewhere, root / "tasks" / "reach.yaml"]
+    code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "--tasks", str(elsewhere), "--seeds", "0",
+                             capsys=capsys)
+    assert code == 0 and lines[1:] == ["  would run fcn on mine seed 0"]
+
+
+def test_tasks_ablation_is_every_head_on_three_tasks():
+    spec = ablate.load_ablation(EXPERIMENTS / "ablations" / "tasks.yaml")
+    # The head list, in its order: a new head makes this fail until it is added to the file.
+    assert spec["experiments"] == list(HEADS) and "gc_backbone" not in spec["experiments"]
+    assert spec["tasks"] == ["reach", "recurrence", "binding"] and spec["seeds"] == [0, 1, 2]
+    assert "Built-in tasks" in spec["description"]
+    text = (EXPERIMENTS / "ablations" / "tasks.yaml").read_text()
+    assert "scripts/run lit-seg ablate experiments/ablations/tasks.yaml --jobs 2" in text
+    assert yaml.safe_load(text)["overrides"] == []
