@@ -30,7 +30,8 @@
 #
 # Every number is over the *finished* runs of an experiment: mean ± sample standard deviation
 # over seeds, with `n` the number of runs. Questions whose experiments are not in the ablation
-# are skipped with a note.
+# are skipped with a note. An ablation over tasks (`tasks:` in its file) first gets each head's
+# profile across the tasks; the questions are then answered for one task (`TASK`).
 #
 # Run it headless on another results file (paths relative to the repository root):
 #
@@ -47,6 +48,7 @@ RUNS_ROOT = os.environ.get("RUNS_ROOT", "")  # the run_folder paths are relative
 WANDB_PATH = os.environ.get("WANDB_PATH", "")  # "entity/project"
 WANDB_GROUP = os.environ.get("WANDB_GROUP", "all_heads")  # the ablation's name
 METRIC = os.environ.get("METRIC", "val_mIoU_best")  # or val_mIoU_final
+TASK = os.environ.get("TASK", "")  # an ablation over tasks: the task of sections 1-7 (default: its first)
 
 # %%
 import matplotlib.pyplot as plt
@@ -86,6 +88,30 @@ else:
 print(f"ablation: {', '.join(runs['ablation'].dropna().unique()) or '?'}; "
       f"finished: {(runs['status'] == 'finished').sum()}, other: {(runs['status'] != 'finished').sum()}")
 display(runs[["experiment", "head", "seed", "status", METRIC, "head_gflops", "head_fwdbwd_ms", "run_folder"]])
+
+# %% [markdown]
+# ## Tasks
+#
+# An ablation over tasks runs every head on every task. Its profile: final mIoU per head and task
+# (mean ± std over seeds, n seeds), ↑ / ↓ where a head differs from FCN on that task by the
+# project's rule, and the query dependence per head and task. The sections below then look at
+# one task only, since a head's numbers on different tasks do not average.
+
+# %%
+if analysis.has_tasks(runs):
+    profile = analysis.task_profile(runs)
+    display(analysis.format_profile(profile))
+    print(f"↑ / ↓: different from FCN, above / below it ({analysis.DIFFERENCE_RULE}).")
+    dependence = analysis.query_dependence_profile(profile)
+    if len(dependence):
+        display(dependence)
+    TASK = TASK or analysis.tasks(runs)[0]
+    if TASK not in analysis.tasks(runs):
+        raise ValueError(f"TASK={TASK!r} is not in these runs: choose one of {', '.join(analysis.tasks(runs))}")
+    runs = runs[runs["task"] == TASK].reset_index(drop=True)
+    print(f"Sections 1-7: task {TASK} ({len(runs)} runs); TASK=<name> for another.")
+else:
+    print("No tasks in these runs: sections 1-7 cover all of them.")
 
 # %% [markdown]
 # ## 1. Quality and cost of every head

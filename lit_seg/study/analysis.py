@@ -5,7 +5,8 @@ One row per run, with the columns ``lit-seg ablate`` writes to ``results/<ablati
 :func:`load_wandb` builds the same table from the W&B runs of a group. The other functions turn
 it into what the notebook shows: mean ± std over seeds per experiment (:func:`summarize`,
 :func:`format_table`, :func:`compare`), per-class IoU (:func:`per_class`), the CCNet recurrence
-curve (:func:`ccnet_curve`) and one attention-map image per experiment (:func:`attention_gallery`).
+curve (:func:`ccnet_curve`), one attention-map image per experiment (:func:`attention_gallery`)
+and, for an ablation over tasks, each head's profile across them (:func:`task_profile`).
 
 Only pandas and numpy: no torch, so importing this is quick.
 """
@@ -27,6 +28,11 @@ from lit_seg.study.columns import BEFORE_CLASSES, COLUMNS, INT_COLUMNS, IOU_PREF
 from lit_seg.study.columns import COST_COLUMNS as MEASURED_COSTS
 
 METRIC = "val_mIoU_best"
+# The task profile compares heads on what they end at.
+PROFILE_METRIC = "val_mIoU_final"
+# The project's rule (README): a head differs from another only beyond the seeds' spread.
+DIFFERENCE_RULE = ("a difference is called one only when the means are more than two standard deviations apart, "
+                   "taking the larger of the two")
 # The head costs the tables and plots show (the whole model's FLOPs stay in the CSV).
 COST_COLUMNS = [c for c in MEASURED_COSTS if c != "model_gflops"]
 COST_LABELS = {
@@ -68,6 +74,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         else:
             df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
     df["status"] = df["status"].fillna("finished").str.strip().str.lower()
+    df["task"] = df["task"].fillna("")  # no task overlay, or a CSV from before the column
     missing_recurrence = df["recurrence"].isna()
     if missing_recurrence.any():
         df.loc[missing_recurrence, "recurrence"] = [
@@ -391,6 +398,78 @@ def ccnet_curve(df: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
             row[column] = pd.to_numeric(costs[column], errors="coerce").astype(float).mean()
         rows.append(row)
     return pd.DataFrame(rows, columns=["R", "experiments", "n", "mean", "std", *COST_COLUMNS]).set_index("R")
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+def has_tasks(df: pd.DataFrame) -> bool:
+    """Whether any run has a task: then the report (and the notebook) go task by task."""
+    return bool((df["task"] != "").any())
+
+
+def tasks(df: pd.DataFrame) -> list[str]:
+    """The runs' tasks in the order they first appear (the ablation's); "" for runs without one."""
+    return list(dict.fromkeys(df["task"]))
+
+
+def differs(mean: float, std: float, base_mean: float, base_std: float) -> float:
+    """+1 (-1) when ``mean`` is above (below) ``base_mean`` by more than two standard deviations,
+    the larger of the two (:data:`DIFFERENCE_RULE`); 0 when it is not a difference; NaN when it
+    cannot be told (a mean or std missing: fewer than 2 runs on a side)."""
+    if any(pd.isna(v) for v in (mean, std, base_mean, base_std)):
+        return math.nan
+    gap = mean - base_mean
+    return float(np.sign(gap)) if abs(gap) > 2 * max(std, base_std) else 0.0
+
+
+def task_profile(df: pd.DataFrame, metric: str = PROFILE_METRIC, baseline: str = "fcn") -> pd.DataFrame:
+    """One row per experiment and task (index ``experiment``, ``task``: the head list's order, then
+    :func:`tasks`' order), from :func:`summarize` on that task's runs: ``head``, ``n``, ``mean``,
+    ``std`` of ``metric``, ``query_dependence_mean`` and ``head_gflops``; and ``vs_baseline``,
+    :func:`differs` against ``baseline`` on the same task (NaN for the baseline, or without it)."""
+    parts = []
+    for task in tasks(df):
+        summary = summarize(df[df["task"] == task], metric).reindex(
+            columns=["head", "n", "mean", "std", "query_dependence_mean", "head_gflops"])
+        base = summary.loc[baseline] if baseline in summary.index else None
+        summary["vs_baseline"] = [
+            math.nan if base is None or name == baseline else differs(mean, std, base["mean"], base["std"])
+            for name, mean, std in zip(summary.index, summary["mean"], summary["std"])]
+        parts.append(summary.assign(task=task).reset_index())
+    profile = pd.concat(parts, ignore_index=True).set_index(["experiment", "task"])
+    order = [(e, t) for e in order_experiments(profile.index.get_level_values("experiment")) for t in tasks(df)]
+    return profile.loc[[key for key in order if key in profile.index]]
+
+
+_MARKS = {1.0: " ↑", -1.0: " ↓"}
+
+
+def format_profile(profile: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`task_profile` for reading: experiments x tasks, ``mean ± std (n)``, marked ``↑`` (``↓``)
+    where the experiment is above (below) the baseline by the rule; ``–`` where it has no runs."""
+    cells = {(e, t): "–" if not row["n"] else
+             f"{format_mean_std(row['mean'], row['std'], digits)} ({int(row['n'])}){_MARKS.get(row['vs_baseline'], '')}"
+             for (e, t), row in profile.iterrows()}
+    return _by_task(profile, cells)
+
+
+def query_dependence_profile(profile: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """Experiments x tasks: the mean query dependence over seeds (``–`` without attention maps);
+    empty when no run has one."""
+    if profile["query_dependence_mean"].isna().all():
+        return pd.DataFrame()
+    cells = {key: "–" if pd.isna(v) else f"{v:.{digits}f}" for key, v in profile["query_dependence_mean"].items()}
+    return _by_task(profile, cells)
+
+
+def _by_task(profile: pd.DataFrame, cells: dict[tuple[str, str], str]) -> pd.DataFrame:
+    experiments = list(dict.fromkeys(profile.index.get_level_values("experiment")))
+    names = list(dict.fromkeys(profile.index.get_level_values("task")))
+    table = pd.DataFrame([[cells.get((e, t), "–") for t in names] for e in experiments], index=experiments,
+                         columns=[t or "(no task)" for t in names])
+    table.index.name = "experiment"
+    return table
 
 
 # ------------------------------------------------------------------------------ attention maps

@@ -6,6 +6,11 @@
 ``lit-seg ablate`` writes both at the end of every call; this redoes them from the CSV.
 The plot: best val/mIoU (mean ± std over seeds) against the head's forward GFLOPs per image and
 its forward+backward latency at the training batch; the dashed line is FCN's mean.
+
+An ablation over tasks (runs with a ``task``) gets the task profile instead: heads x tasks, final
+val/mIoU (mean ± std over seeds) marked where a head differs from FCN on that task, the query
+dependence per head and task, and the per-experiment table of each task; its plot has one panel
+per task, final val/mIoU against head GFLOPs per image.
 """
 
 from __future__ import annotations
@@ -14,19 +19,32 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from lit_seg.study import analysis
 
 
 def markdown_table(csv_path: Path, metric: str = analysis.METRIC) -> str:
+    """The report's text: the per-experiment table, or for an ablation over tasks the task profile
+    and one such table per task."""
     runs = analysis.load_csv(csv_path)
-    summary = analysis.summarize(runs, metric)
-    table = analysis.format_table(summary, metric)
-    table = table.drop(columns=[c for c in ("params",) if c in table])
+    return _task_report(runs, metric) if analysis.has_tasks(runs) else _experiment_table(runs, metric)
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """Rows of experiments as a markdown table (names as code)."""
     header = ["experiment", *table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for experiment, row in table.iterrows():
         cells = [f"`{experiment}`", *(str(v) for v in row.tolist())]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _experiment_table(runs: pd.DataFrame, metric: str) -> str:
+    summary = analysis.summarize(runs, metric)
+    table = analysis.format_table(summary, metric)
+    table = table.drop(columns=[c for c in ("params",) if c in table])
     finished = analysis.finished(runs, metric)
     note = (f"{len(finished)} finished runs of {runs['experiment'].nunique()} experiments "
             f"({len(runs) - len(finished)} failed or unfinished); {metric.replace('val_', 'val/')}: best "
@@ -36,16 +54,42 @@ def markdown_table(csv_path: Path, metric: str = analysis.METRIC) -> str:
         note += (" Query dependence: mean cosine distance between the attention maps of different query "
                  "positions at the end of each run (0: every query attends alike; lit_seg/query_dependence.py), "
                  "mean ± std over seeds; – for heads without attention maps.")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return _markdown(table) + "\n\n" + note + "\n"
 
 
-def plot(csv_path: Path, out: Path, metric: str = analysis.METRIC) -> None:
+def _task_report(runs: pd.DataFrame, metric: str) -> str:
+    profile = analysis.task_profile(runs)  # of the final val/mIoU (analysis.PROFILE_METRIC)
+    parts = ["## Task profile: final val/mIoU per head and task\n", _markdown(analysis.format_profile(profile)),
+             "\nEach cell: val/mIoU at the end of each run, mean ± sample std over seeds (n seeds). ↑ / ↓: "
+             f"different from FCN on that task, above / below it (the project's rule: {analysis.DIFFERENCE_RULE}); "
+             "unmarked: not a difference, or fewer than 2 seeds on a side.\n"]
+    dependence = analysis.query_dependence_profile(profile)
+    if len(dependence):
+        parts += ["## Query dependence per head and task\n", _markdown(dependence),
+                  "\nMean cosine distance between the attention maps of different query positions at the end of "
+                  "each run (0: every query attends alike; lit_seg/query_dependence.py), mean over seeds; – for "
+                  "heads without attention maps.\n"]
+    for task in analysis.tasks(runs):
+        parts += [f"## Task {task or '(none)'}\n", _experiment_table(runs[runs["task"] == task], metric)]
+    return "\n".join(parts)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = analysis.summarize(analysis.load_csv(csv_path), metric)
+    return plt
+
+
+def plot(csv_path: Path, out: Path, metric: str = analysis.METRIC) -> None:
+    runs = analysis.load_csv(csv_path)
+    if analysis.has_tasks(runs):
+        _plot_tasks(runs, csv_path.stem, out)
+        return
+    plt = _pyplot()
+    summary = analysis.summarize(runs, metric)
     summary = summary[summary["n"] > 0]
     panels = [("head_gflops", "head GFLOPs per image (forward)"),
               ("head_fwdbwd_ms", "head forward+backward (ms, training batch)")]
@@ -63,6 +107,38 @@ def plot(csv_path: Path, out: Path, metric: str = analysis.METRIC) -> None:
         ax.set_ylabel(f"{metric.replace('val_', 'val/')} (mean ± std over seeds)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{csv_path.stem}: accuracy against cost (dashed: FCN)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _plot_tasks(runs: pd.DataFrame, name: str, out: Path) -> None:
+    """One panel per task: final val/mIoU (mean ± std over seeds) against head GFLOPs per image."""
+    plt = _pyplot()
+    profile = analysis.task_profile(runs)  # of the final val/mIoU (analysis.PROFILE_METRIC)
+    names = analysis.tasks(runs)
+    # One colour per experiment in every panel, so a head is followed across the tasks.
+    experiments = list(dict.fromkeys(profile.index.get_level_values("experiment")))
+    colors = {e: plt.cm.tab20(i % 20) for i, e in enumerate(experiments)}
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.5), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], names):
+        rows = profile.xs(task, level="task")
+        rows = rows[(rows["n"] > 0) & rows["head_gflops"].notna()]
+        for experiment, row in rows.iterrows():
+            ax.errorbar(row["head_gflops"], row["mean"], yerr=0 if pd.isna(row["std"]) else row["std"], fmt="o",
+                        capsize=3, color=colors[experiment])
+            ax.annotate(experiment, (row["head_gflops"], row["mean"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        if "fcn" in rows.index:
+            ax.axhline(rows.loc["fcn", "mean"], color="grey", linestyle="--", linewidth=1)
+        if rows.empty:
+            ax.text(0.5, 0.5, "no finished runs with a head cost\n(ablated with --no-cost?)", ha="center",
+                    va="center", transform=ax.transAxes)
+        ax.set_title(f"task {task or '(none)'}")
+        ax.set_xlabel("head GFLOPs per image (forward)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("final val/mIoU (mean ± std over seeds)")
+    fig.suptitle(f"{name}: accuracy against cost per task (dashed: FCN)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

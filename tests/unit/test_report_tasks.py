@@ -1,0 +1,104 @@
+"""The report and analysis of an ablation over tasks: the task profile's mean ± std (n) per head and
+task against hand computations, the two-standard-deviation difference marks, the query dependence
+per head and task, the per-task tables and the one-panel-per-task plot; CSVs without tasks keep
+their single table."""
+
+import math
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lit_seg.study import analysis, report
+
+# (experiment, task): final val/mIoU of seeds 0, 1, 2. FCN on reach 0.320 ± 0.020; on recurrence
+# 0.520 ± 0.020.
+FINAL = {
+    ("fcn", "reach"): [0.30, 0.32, 0.34],
+    ("ccnet_r2", "reach"): [0.90, 0.91, 0.92],      # 0.910 ± 0.010: 0.59 above, > 2 x 0.020: a difference
+    ("gc", "reach"): [0.33, 0.35, 0.37],            # 0.350 ± 0.020: 0.03 above, < 2 x 0.020: none
+    ("fcn", "recurrence"): [0.50, 0.52, 0.54],
+    ("ccnet_r2", "recurrence"): [0.60, 0.62, 0.64],  # 0.620 ± 0.020: 0.10 above, > 0.040: a difference
+    # 0.450 ± 0.050: 0.07 below; > 2 x FCN's 0.020 but not > 2 x its own 0.050 (the larger): none
+    ("gc", "recurrence"): [0.40, 0.45, 0.50],
+    ("danet_cam", "recurrence"): [0.30, 0.31, 0.32],  # 0.310 ± 0.010: 0.21 below: a difference
+}
+QUERY_DEPENDENCE = {("ccnet_r2", "reach"): [0.1, 0.2, 0.3], ("ccnet_r2", "recurrence"): [0.05, 0.05, 0.08]}
+GFLOPS = {"fcn": 0.01, "ccnet_r2": 0.05, "gc": 0.04, "danet_cam": 0.03}
+HEAD = {"fcn": "FCNHead", "ccnet_r2": "CCHead", "gc": "GCHead", "danet_cam": "DAHead"}
+
+
+def write_csv(path, final=FINAL, tasks=True):
+    rows = []
+    for (experiment, task), values in final.items():
+        for seed, value in enumerate(values):
+            dependence = QUERY_DEPENDENCE.get((experiment, task))
+            rows.append({"ablation": "study", "experiment": experiment, **({"task": task} if tasks else {}),
+                         "head": HEAD[experiment], "seed": seed, "overrides": "", "status": "finished",
+                         "val_mIoU_best": value + 0.01, "val_mIoU_final": value,
+                         "query_dependence": dependence[seed] if dependence else "",
+                         "head_gflops": GFLOPS[experiment] * (2 if task == "recurrence" else 1)})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_differs_is_two_standard_deviations_of_the_larger_spread():
+    assert analysis.differs(0.62, 0.02, 0.52, 0.02) == 1.0
+    assert analysis.differs(0.31, 0.01, 0.52, 0.02) == -1.0
+    assert analysis.differs(0.45, 0.05, 0.52, 0.02) == 0.0  # 0.07 > 2 x 0.02, not > 2 x 0.05
+    assert analysis.differs(0.55, 0.02, 0.52, 0.02) == 0.0
+    assert math.isnan(analysis.differs(0.9, math.nan, 0.52, 0.02))  # one seed: cannot tell
+
+
+def test_task_profile_values_and_marks(tmp_path):
+    runs = analysis.load_csv(write_csv(tmp_path / "study.csv"))
+    assert analysis.has_tasks(runs) and analysis.tasks(runs) == ["reach", "recurrence"]
+    profile = analysis.task_profile(runs)
+    # Head-list order (fcn, danet_cam, ccnet_r2, gc), then the ablation's task order.
+    assert list(profile.index) == [("fcn", "reach"), ("fcn", "recurrence"), ("danet_cam", "recurrence"),
+                                   ("ccnet_r2", "reach"), ("ccnet_r2", "recurrence"), ("gc", "reach"),
+                                   ("gc", "recurrence")]
+    assert profile.loc[("gc", "recurrence"), "mean"] == pytest.approx(0.45)
+    assert profile.loc[("gc", "recurrence"), "std"] == pytest.approx(0.05)
+    assert profile.loc[("ccnet_r2", "reach"), "query_dependence_mean"] == pytest.approx(0.2)
+    assert profile.loc[("ccnet_r2", "recurrence"), "head_gflops"] == pytest.approx(0.10)
+    table = analysis.format_profile(profile)
+    assert list(table.columns) == ["reach", "recurrence"]
+    assert list(table.index) == ["fcn", "danet_cam", "ccnet_r2", "gc"]
+    assert table.loc["fcn"].tolist() == ["0.320 ± 0.020 (3)", "0.520 ± 0.020 (3)"]
+    assert table.loc["ccnet_r2"].tolist() == ["0.910 ± 0.010 (3) ↑", "0.620 ± 0.020 (3) ↑"]
+    assert table.loc["gc"].tolist() == ["0.350 ± 0.020 (3)", "0.450 ± 0.050 (3)"]
+    assert table.loc["danet_cam"].tolist() == ["–", "0.310 ± 0.010 (3) ↓"]  # not run on reach
+    dependence = analysis.query_dependence_profile(profile)
+    assert dependence.loc["ccnet_r2"].tolist() == ["0.2000", "0.0600"]
+    assert dependence.loc["fcn"].tolist() == ["–", "–"]
+
+
+def test_report_gives_the_profile_and_a_table_per_task(tmp_path):
+    md, png = report.report(write_csv(tmp_path / "study.csv"))
+    text = md.read_text()
+    lines = text.splitlines()
+    assert "| experiment | reach | recurrence |" in lines
+    assert "| `ccnet_r2` | 0.910 ± 0.010 (3) ↑ | 0.620 ± 0.020 (3) ↑ |" in lines
+    assert "| `gc` | 0.350 ± 0.020 (3) | 0.450 ± 0.050 (3) |" in lines
+    assert "| `danet_cam` | – | 0.310 ± 0.010 (3) ↓ |" in lines
+    assert "more than two standard deviations apart, taking the larger of the two" in text
+    assert "| `ccnet_r2` | 0.2000 | 0.0600 |" in lines  # query dependence per head and task
+    # Each task's own table: best val/mIoU over that task's seeds only.
+    reach = text.split("## Task reach")[1].split("## Task recurrence")[0]
+    assert "| `fcn` | FCNHead | 0.330 ± 0.020 | 3 |" in reach and "danet_cam" not in reach
+    assert "| `danet_cam` | DAHead | 0.320 ± 0.010 | 3 |" in text.split("## Task recurrence")[1]
+    # One panel per task (5.5 x 4.5 inches each at 110 dpi).
+    assert Image.open(png).size == (2 * 605, 495)
+
+
+def test_csv_without_tasks_keeps_its_single_table(tmp_path):
+    path = write_csv(tmp_path / "old.csv", {k: v for k, v in FINAL.items() if k[1] == "reach"}, tasks=False)
+    runs = analysis.load_csv(path)
+    assert runs["task"].tolist() == [""] * 9 and not analysis.has_tasks(runs)
+    text = report.markdown_table(path)
+    assert "Task profile" not in text and "## Task" not in text
+    assert text.splitlines()[0].startswith("| experiment | head | mIoU_best (mean ± std) | n |")
+    assert "| `fcn` | FCNHead | 0.330 ± 0.020 | 3 |" in text
+    md, png = report.report(path)
+    assert Image.open(png).size == (int(6.5 * 110), 5 * 110)  # the cost panel as before (no latency column)
