@@ -91,7 +91,8 @@ class RunSummary(pl.Callback):
         from lit_seg.flops import count_flops
 
         hparams = getattr(trainer.datamodule, "hparams", None) or {}
-        size = next((hparams[k] for k in ("crop_size", "image_size") if hparams.get(k)), None)
+        size = getattr(trainer.datamodule, "image_size", None) or next(
+            (hparams[k] for k in ("crop_size", "image_size") if hparams.get(k)), None)
         model = getattr(pl_module, "model", None)
         if size is None or model is None:
             rank_zero_info("RunSummary: no training crop size known (data module's crop_size/image_size); "

@@ -472,6 +472,7 @@ TOOLS = {
     "ablate": "lit_seg.study.ablate",             # experiments x seeds, one results row per run
     "report": "lit_seg.study.report",             # an ablation's CSV as a table and a plot
     "maps": "lit_seg.study.maps",                 # attention maps of a trained head on an image
+    "receptive-field": "lit_seg.study.receptive_field",  # which input pixels a prediction can depend on
     "sweep": "lit_seg.study.sweep",               # the W&B sweep file, from the head list
     "export": "lit_seg.export",                   # a trained model as ONNX or TorchScript
     "dashboard": "lit_seg.study.dashboard",       # an ablation's W&B workspace (wandb-workspaces), online

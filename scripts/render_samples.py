@@ -1,6 +1,6 @@
-"""Render samples of the built-in data set (image above, label below) into one PNG.
+"""Render samples of a built-in task (image above, label below) into one PNG.
 
-    scripts/run python scripts/render_samples.py --out results/figures/synthetic_samples.png
+    scripts/run python scripts/render_samples.py --task reach --out results/figures/task_reach.png
 """
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lit_seg.data.synthetic import PALETTE, ContextCueDataset
+from lit_seg.data.synthetic import PALETTE, TASKS, ContextCueDataset
 
 
 def label_colors(dataset: ContextCueDataset) -> np.ndarray:
@@ -23,13 +23,14 @@ def label_colors(dataset: ContextCueDataset) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=8)
-    parser.add_argument("--cue", choices=["stripe", "beacon"], default="stripe")
+    parser.add_argument("--task", choices=TASKS, default="reach")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("results/figures/synthetic_samples.png"))
+    parser.add_argument("--out", type=Path, default=None, help="default: results/figures/task_<task>.png")
     args = parser.parse_args()
+    args.out = args.out or Path(f"results/figures/task_{args.task}.png")
 
-    dataset = ContextCueDataset(args.count, cue=args.cue, seed=args.seed)
+    dataset = ContextCueDataset(args.count, seed=args.seed, task=args.task)
     colors = label_colors(dataset)
     gap = 4
     columns = []
@@ -38,7 +39,7 @@ def main() -> None:
         rgb = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         separator = np.full((gap, rgb.shape[1], 3), 255, dtype=np.uint8)
         columns += [np.concatenate([rgb, separator, colors[mask.numpy()]]),
-                    np.full((2 * 96 + gap, gap, 3), 255, np.uint8)]
+                    np.full((2 * dataset.height + gap, gap, 3), 255, np.uint8)]
     grid = Image.fromarray(np.concatenate(columns[:-1], axis=1))
     grid = grid.resize((grid.width * args.scale, grid.height * args.scale), Image.NEAREST)
     args.out.parent.mkdir(parents=True, exist_ok=True)

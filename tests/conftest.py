@@ -33,7 +33,8 @@ def randomize(module: torch.nn.Module, std: float = 0.5) -> torch.nn.Module:
 TINY_FIT = ["--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1", "--trainer.limit_train_batches", "3",
             "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
             "--data.init_args.train_size", "48", "--data.init_args.val_size", "16",
-            "--data.init_args.image_size", "[64, 64]", "--data.init_args.num_workers", "0"]
+            "--data.init_args.task", "global", "--data.init_args.image_size", "[64, 64]",
+            "--data.init_args.num_workers", "0"]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -23,8 +23,8 @@ def main(devices: int, out: str) -> None:
         for p in model.parameters():
             p.normal_(0.0, 0.5)
     # 8 images: 4 per process, so the distributed sampler adds no padding duplicates.
-    data = SyntheticDataModule(image_size=(48, 48), num_colors=3, margin=4, val_size=8, batch_size=2, num_workers=0,
-                               train_size=8, test_size=8)
+    data = SyntheticDataModule(task="global", image_size=(48, 48), num_colors=3, margin=4, val_size=8, batch_size=2,
+                               num_workers=0, train_size=8, test_size=8)
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)

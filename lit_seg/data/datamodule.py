@@ -1,7 +1,5 @@
 """Lightning data modules."""
 
-from typing import Literal
-
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
@@ -11,7 +9,7 @@ from torchvision.transforms import v2
 from lit_seg.data.datasets import DatasetName, SegmentationDataset, build_dataset
 from lit_seg.data.datasets.images import ImageFiles
 from lit_seg.data.loader import ResumableLoader, mix_seed, training_seed
-from lit_seg.data.synthetic import ContextCueDataset
+from lit_seg.data.synthetic import ContextCueDataset, Task
 from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 from lit_seg.errors import ConfigError
 
@@ -47,17 +45,20 @@ class _Normalized(Dataset):
 
 
 class SyntheticDataModule(pl.LightningDataModule):
-    """The built-in data set (:class:`~lit_seg.data.synthetic.ContextCueDataset`): no files needed.
+    """The built-in tasks (:class:`~lit_seg.data.synthetic.ContextCueDataset`): no files needed.
 
     Train, val and test are disjoint streams of one seed. ``num_classes`` and ``class_names``
     are linked to the model by the CLI.
 
     Args:
-        image_size: (H, W) of every image.
+        task: ``reach`` (the cue beyond the FCN's receptive field), ``recurrence`` (the cue off
+            every object's rows and columns: CCNet needs R=2), ``binding`` (each object's class
+            from its own key) or ``global`` (the first built-in task); see
+            :mod:`lit_seg.data.synthetic`.
+        image_size: (H, W) of every image; None: the task's.
         num_colors: cue colours, i.e. object classes; ``num_classes = 1 + num_colors``.
-        cue: ``stripe`` (reachable in one criss-cross step) or ``beacon`` (needs two; harder).
-        cue_size: the cue's thickness (stripe) or side (beacon) in pixels.
-        margin: free pixels between the cue and any object.
+        cue_size: a stripe's thickness, or a square cue's or key's side, in pixels; None: the task's.
+        margin: free pixels between any cue and any object; None: the task's.
         train_size, val_size, test_size: samples per split (train: per epoch, the same every epoch).
         batch_size: images per batch (per process).
         num_workers: data loader workers; one renders batches beside the training process.
@@ -68,11 +69,11 @@ class SyntheticDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        image_size: tuple[int, int] = (96, 96),
+        task: Task = "reach",
+        image_size: tuple[int, int] | None = None,
         num_colors: int = 3,
-        cue: Literal["stripe", "beacon"] = "stripe",
-        cue_size: int = 16,
-        margin: int = 16,
+        cue_size: int | None = None,
+        margin: int | None = None,
         train_size: int = 2048,
         val_size: int = 256,
         test_size: int = 256,
@@ -92,11 +93,13 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.seed = seed
         normalize = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
         make = lambda length, stream: _Normalized(  # noqa: E731
-            ContextCueDataset(length, tuple(image_size), num_colors, cue_size=cue_size, margin=margin,
-                              seed=seed * 3 + stream, cue=cue),
+            ContextCueDataset(length, image_size, num_colors, cue_size=cue_size, margin=margin,
+                              seed=seed * 3 + stream, task=task),
             normalize)
         self.splits = {"train": make(train_size, 0), "val": make(val_size, 1), "test": make(test_size, 2)}
-        self.class_names = self.splits["train"].dataset.class_names
+        train = self.splits["train"].dataset
+        self.image_size = (train.height, train.width)  # resolved: the task's when image_size is None
+        self.class_names = train.class_names
         self.num_classes = len(self.class_names)
 
     def _loader(self, split: str) -> DataLoader:

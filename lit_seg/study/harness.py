@@ -101,7 +101,7 @@ def seed_memory_estimate(name: str, channels: int, size: tuple[int, int], batch:
     return 0.0
 
 
-def _nonzero_scales(module: nn.Module) -> nn.Module:
+def nonzero_scales(module: nn.Module) -> nn.Module:
     """Zero-initialised parameters (gamma, alpha, the BN after W, zeroed output convs) set to 0.1,
     so the measured block is not the identity. The work done does not depend on the values."""
     with torch.no_grad():
@@ -136,7 +136,7 @@ def experiment_head(config: str, overrides: Sequence[str] = (), batch: int | Non
             lg.setLevel(level)
         sys.argv = argv0
     data = cli.datamodule.hparams
-    size = data.get("image_size") or data.get("crop_size")
+    size = getattr(cli.datamodule, "image_size", None) or data.get("image_size") or data.get("crop_size")
     if size is None:
         raise ValueError(f"{config}: no image_size or crop_size in the data module's arguments")
     model = cli.model.model
@@ -149,10 +149,10 @@ def build(spec: dict) -> nn.Module:
     kind, name, channels = spec["kind"], spec.get("name"), spec.get("channels")
     torch.manual_seed(spec.get("seed", 0))
     if kind == "operator":
-        seed = _nonzero_scales(SEED_OPERATORS[name](channels))
+        seed = nonzero_scales(SEED_OPERATORS[name](channels))
         return seed if spec["impl"] == "seed" else seed_ops.ours_from_seed(seed)
     if kind == "head":
-        return _nonzero_scales(HEADS[name].build([channels], NUM_CLASSES, channels=spec["head_channels"]))
+        return nonzero_scales(HEADS[name].build([channels], NUM_CLASSES, channels=spec["head_channels"]))
     raise ValueError(f"unknown kind {kind!r}")
 
 

@@ -40,7 +40,7 @@ CASES = {
     "negative-lr": (["--model.optimizer.init_args.lr", "-0.1"],
                     "optimizer: Invalid learning rate: -0.1 (model.optimizer.init_args)", 2, True),
     "batch-size-0": (["--data.init_args.batch_size", "0"], "batch_size must be >= 1, got 0", 2, True),
-    "images-too-small": (["--data.init_args.image_size", "[16,16]"],
+    "images-too-small": (["--data.init_args.task", "global", "--data.init_args.image_size", "[16,16]"],
                          "image_size (16, 16) is too small for objects of radius up to 12 px", 2, True),
     "eval-stride-larger-than-crop": (["--model.eval_mode", "slide", "--model.eval_crop", "[64,64]",
                                       "--model.eval_stride", "[96,96]"],

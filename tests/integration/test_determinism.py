@@ -38,7 +38,8 @@ def _batches(data, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def test_training_batches_do_not_depend_on_the_number_of_workers(tmp_path):
     # Order from (seed, epoch), each random crop/flip/colour from (seed, epoch, index): not from
     # the global RNG, nor from which worker process loads the sample.
-    synthetic = [_batches(SyntheticDataModule(image_size=(32, 32), train_size=8, batch_size=4, num_workers=n), 2)
+    synthetic = [_batches(SyntheticDataModule(task="global", image_size=(32, 32), train_size=8, batch_size=4,
+                                              num_workers=n), 2)
                  for n in (0, 2)]
     root = write_folder(tmp_path / "data", size=(48, 64))
     segmentation = [_batches(SegmentationDataModule("folder", str(root), crop_size=(32, 32), batch_size=2,

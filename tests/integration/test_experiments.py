@@ -19,7 +19,8 @@ FILES = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.name != "base.yaml")
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0",
-        "--data.init_args.image_size", "[64, 64]", "--data.init_args.batch_size", "4",
+        "--data.init_args.task", "global", "--data.init_args.image_size", "[64, 64]",
+        "--data.init_args.batch_size", "4",
         "--data.init_args.train_size", "8", "--data.init_args.val_size", "4", "--data.init_args.num_workers", "0"]
 
 

@@ -103,7 +103,7 @@ def test_csv_logger_keeps_the_rows_of_the_run_it_resumes(tmp_path):
 
 
 def test_loader_resumes_mid_epoch_with_the_same_batches():
-    data = SyntheticDataModule(image_size=(32, 32), train_size=12, batch_size=2, num_workers=0)
+    data = SyntheticDataModule(task="global", image_size=(32, 32), train_size=12, batch_size=2, num_workers=0)
 
     def epoch(loader, epoch_index):
         loader.sampler.set_epoch(epoch_index)

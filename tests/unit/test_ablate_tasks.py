@@ -96,7 +96,7 @@ def test_harness_builds_the_experiment_with_the_overlay(tmp_path):
     from lit_seg.study import harness
 
     overlay = tmp_path / "small.yaml"
-    overlay.write_text("data:\n  init_args:\n    image_size: [32, 64]\n    batch_size: 2\n")
+    overlay.write_text("data:\n  init_args:\n    task: global\n    image_size: [32, 64]\n    batch_size: 2\n")
     _, features, _, size = harness.experiment_head(str(EXPERIMENTS / "fcn.yaml"), ["--config", str(overlay)])
     assert size == (32, 64) and tuple(features[0].shape) == (2, 3, 32, 64)
 

@@ -99,7 +99,7 @@ def test_poly_schedule_steps_every_iteration():
 
 @pytest.mark.slow
 def test_fit_steps_the_schedule_per_iteration(tmp_path):
-    dm = SyntheticDataModule(image_size=(64, 64), train_size=16, val_size=8, test_size=8, batch_size=4)
+    dm = SyntheticDataModule(task="global", image_size=(64, 64), train_size=16, val_size=8, test_size=8, batch_size=4)
     module = small_module(lambda c, n: CCHead(c, n, channels=16, recurrence=2))
     trainer = Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=0)

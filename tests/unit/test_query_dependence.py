@@ -130,7 +130,8 @@ def test_run_summary_writes_query_dependence_at_the_end_of_a_fit(tmp_path, monke
     from lit_seg.module import SegmentationModule
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    data = SyntheticDataModule(image_size=(32, 32), train_size=4, val_size=3, batch_size=2, num_workers=0)
+    data = SyntheticDataModule(task="global", image_size=(32, 32), train_size=4, val_size=3, batch_size=2,
+                               num_workers=0)
     module = SegmentationModule(head=partial(NonLocalHead, channels=8), num_classes=data.num_classes,
                                 encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
     wandb = WandbLogger(save_dir=tmp_path)

@@ -14,7 +14,7 @@ def test_samples_are_deterministic_per_seed_and_index():
 
 
 def test_sample_layout_and_labels():
-    data = ContextCueDataset(64, image_size=(80, 112), num_colors=4)
+    data = ContextCueDataset(64, image_size=(80, 112), num_colors=4, task="global")
     assert data.class_names == ["background", "object_red", "object_green", "object_blue", "object_yellow"]
     seen = set()
     for i in range(len(data)):
@@ -24,7 +24,7 @@ def test_sample_layout_and_labels():
         assert 0 <= image.min() and image.max() <= 1
         labels = set(mask.unique().tolist())
         objects = labels - {0, 255}
-        assert 255 in labels and len(objects) == 1, "one beacon, and every object shares its class"
+        assert 255 in labels and len(objects) == 1, "one cue, and every object shares its class"
         seen |= objects
     assert seen == {1, 2, 3, 4}
 
@@ -39,7 +39,7 @@ def _gaps(mask: np.ndarray) -> tuple[int, int]:
 
 
 def test_stripe_cue_spans_the_image_and_objects_keep_their_distance():
-    data = ContextCueDataset(100, margin=16, cue="stripe")
+    data = ContextCueDataset(100, margin=16, task="global")
     for i in range(len(data)):
         mask = data[i][1].numpy()
         cue = mask == 255
@@ -50,18 +50,14 @@ def test_stripe_cue_spans_the_image_and_objects_keep_their_distance():
         assert (row_gap if horizontal else col_gap) > 16
 
 
-def test_beacon_cue_is_outside_every_object_row_and_column():
-    # No object pixel shares a row or a column (plus margin) with the beacon, so a row/column
-    # view alone (CCNet R=1) cannot see it.
-    data = ContextCueDataset(100, margin=12, cue="beacon")
-    for i in range(len(data)):
-        row_gap, col_gap = _gaps(data[i][1].numpy())
-        assert row_gap > 12 and col_gap > 12
-
-
 def test_objects_look_alike_whatever_their_class():
-    # Object pixels carry no colour: their channels agree to within the noise.
-    data = ContextCueDataset(32)
+    # Object pixels carry no colour: their channels agree to within the noise (every task but binding,
+    # whose objects are tinted; tests/unit/test_tasks.py).
+    for task in ("reach", "recurrence", "global"):
+        _check_grey_objects(ContextCueDataset(32, task=task))
+
+
+def _check_grey_objects(data):
     for i in range(len(data)):
         image, mask = data[i]
         objects = (mask != 0) & (mask != 255)
@@ -73,7 +69,8 @@ def test_datamodule_splits_are_disjoint_and_normalised():
     dm = SyntheticDataModule(train_size=32, val_size=8, test_size=8, batch_size=4)
     assert dm.num_classes == 4 and dm.class_names[0] == "background"
     images, masks = next(iter(dm.train_dataloader()))
-    assert images.shape == (4, 3, 96, 96) and masks.shape == (4, 96, 96)
+    assert images.shape == (4, 3, 64, 160) and masks.shape == (4, 64, 160), "the reach task's size by default"
+    assert dm.image_size == (64, 160)
     val_images, _ = next(iter(dm.val_dataloader()))
     train_first = dm.splits["train"][0][0]
     assert not any(torch.equal(train_first, v) for v in val_images)
@@ -83,4 +80,4 @@ def test_datamodule_splits_are_disjoint_and_normalised():
 @pytest.mark.parametrize("cue_size", [0, 97])
 def test_cue_size_out_of_range_is_a_config_error(cue_size):
     with pytest.raises(ConfigError, match="cue_size must be in 1..96"):
-        ContextCueDataset(4, cue_size=cue_size)
+        ContextCueDataset(4, cue_size=cue_size, task="global")

@@ -214,7 +214,8 @@ def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
     from lit_seg.callbacks import AttentionMapLogger
     from lit_seg.data import SyntheticDataModule
 
-    data = SyntheticDataModule(image_size=(32, 32), train_size=4, val_size=2, batch_size=2, num_workers=0)
+    data = SyntheticDataModule(task="global", image_size=(32, 32), train_size=4, val_size=2, batch_size=2,
+                               num_workers=0)
     module = SegmentationModule(head=partial(FCNHead, channels=8), num_classes=data.num_classes,
                                 encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
     callback = AttentionMapLogger(every_n_epochs=1)
@@ -248,7 +249,7 @@ def test_callback_logs_its_pictures_to_wandb_in_one_size(tmp_path, monkeypatch):
             self.logged.append((key, images))
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    data = SyntheticDataModule(image_size=(48, 48), margin=4, train_size=4, val_size=2, batch_size=2,
+    data = SyntheticDataModule(task="global", image_size=(48, 48), margin=4, train_size=4, val_size=2, batch_size=2,
                                num_workers=0)
     assert [len(object_centres(data.splits["val"][i][1])) for i in range(2)] == [2, 1]
     module = SegmentationModule(head=partial(CCHead, channels=8), num_classes=data.num_classes,
