@@ -13,13 +13,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 
-def _run_folder(trainer: pl.Trainer) -> str | None:
-    """The run folder, as ``trainer.log_dir`` gives it but without its broadcast: that is a
-    collective, and these callbacks read it on rank zero only (it would hang a DDP run)."""
-    if not trainer.loggers:
-        return None
-    logger = trainer.loggers[0]
-    return getattr(logger, "log_dir", None) or logger.save_dir
+def _run_folder(trainer: pl.Trainer) -> str:
+    # The one definition (checkpoints go there too); with `--trainer.logger false` the CLI makes
+    # the trainer's root the run folder.
+    from lit_seg.fault_tolerance import run_folder
+
+    return run_folder(trainer)
 
 
 # W&B summaries of the evaluation metrics: the best (and the last) value of each run.

@@ -159,6 +159,10 @@ def test_a_run_without_loggers_still_gets_its_own_run_folder(tmp_path):
     assert len(folders) == 2
     for folder in folders:
         assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
+        # The callbacks write into the same folder (they used to skip it without a logger).
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["global_step"] == 3 and summary["val/mIoU_best"] is not None
+        assert (folder / "confusion").is_dir()
 
 
 @pytest.mark.slow

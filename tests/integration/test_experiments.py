@@ -80,3 +80,35 @@ def test_experiment_instantiates_and_trains(path, tmp_path):
         rows = list(csv.DictReader(file))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+
+
+TASK_FILES = sorted((EXPERIMENTS / "tasks").glob("*.yaml"))
+
+
+def test_every_task_has_its_overlay():
+    from lit_seg.data.synthetic import TASKS
+
+    assert sorted(p.stem for p in TASK_FILES) == sorted(TASKS)
+
+
+@pytest.mark.parametrize("task", TASK_FILES, ids=lambda p: p.stem)
+def test_each_task_trains_through_its_overlay_at_its_own_size(task, tmp_path):
+    """A short fit per task, laid over the quick start's experiment as the ablation does it:
+    the task's images reach the model at the task's size, and the run folder records the task."""
+    from lit_seg.data.synthetic import TASK_LAYOUTS
+
+    tiny = list(TINY)
+    at = tiny.index("--data.init_args.task")
+    del tiny[at:at + 4]  # the task's own task and size
+    args = ["--config", str(EXPERIMENTS / "ccnet_r2.yaml"), "--config", str(task), *tiny,
+            "--trainer.default_root_dir", str(tmp_path)]
+    cli = LitSegCLI(args=expand_argv(args), run=False)
+    assert cli.datamodule.image_size == TASK_LAYOUTS[task.stem].image_size
+    images, masks = next(iter(cli.datamodule.train_dataloader()))
+    assert images.shape[-2:] == TASK_LAYOUTS[task.stem].image_size and (masks == 255).any()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    (folder,) = (tmp_path / "runs" / "ccnet_r2").iterdir()
+    assert yaml.safe_load((folder / "config.yaml").read_text())["data"]["init_args"]["task"] == task.stem
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["global_step"] == 2
+    assert summary["head_flops_input"][-2:] == list(TASK_LAYOUTS[task.stem].image_size), "FLOPs at the task's size"
