@@ -131,7 +131,9 @@ def test_ablation_files_name_existing_experiments(tmp_path, capsys):
         assert planned and planned <= heads, path
     _, out, _ = _ablate_in_process(str(EXPERIMENTS / "ablations" / "all_heads.yaml"), "--dry-run", "--results",
                                    str(tmp_path), capsys=capsys)
-    planned = [line.split()[2:5:2] for line in out.splitlines() if "would run" in line]
+    # "would run <experiment> on <task> seed <seed>" (all_heads names its task, global)
+    planned = [(line.split()[2], line.split()[-1]) for line in out.splitlines() if "would run" in line]
+    assert all(" on global seed " in line for line in out.splitlines() if "would run" in line)
     assert len(planned) == 3 * len(heads) and len(heads) == len(HEADS) + 1  # every head, and gc_backbone
     assert sorted({e for e, _ in planned}) == sorted(heads) and {s for _, s in planned} == {"0", "1", "2"}
     # Seed-major: every experiment's first seed comes before any second seed.
