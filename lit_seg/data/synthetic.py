@@ -7,17 +7,17 @@ theory of the heads predicts which can solve it (README, "Built-in tasks"):
 
 - ``reach`` (the default): a full-height stripe at one end of a wide image, every object at least
   ``margin`` px (88) from it horizontally: beyond the receptive field of the FCN baseline (ResNet-18
-  to layer2 + FCN head: an output pixel sees input columns -81..+73 px around it, measured exactly
-  as the support of its input gradient, ``tests/unit/test_tasks.py``). FCN cannot see the cue at
+  to layer2 + FCN head: an output pixel sees at most 83 px to its left and 77 px to its right,
+  measured exactly as the support of its input gradient, ``lit_seg.study.receptive_field``). FCN cannot see the cue at
   all; any head with image-wide context can, CCNet with R=1 too (the stripe crosses every row).
 - ``recurrence``: a 40 px square in one corner, every object at least ``margin`` px from it in
   rows *and* columns, i.e. outside the bands that one criss-cross step plus the encoder and head
   convs around it can see (measured the same way on CCNet R=1). R=1 cannot reach the cue; R=2 can.
-- ``binding``: two or three objects of at least two classes, each with a tint of its own (hues
-  60° or more apart, from a continuum) and a *key* of the same tint, with the class colour at its
-  centre, in a column of keys at the far end. An object's class is its own key's colour: pooled
-  context holds every key's colour but not which belongs to whom; pixel-pair similarity can match
-  tints.
+- ``binding``: two objects (by default; up to one per key slot) of at least two classes, each with
+  a tint of its own (hues 90° or more apart, from a continuum) and a 32 px *key* of the same tint,
+  with the class colour at its centre, in a column of keys at the far end. An object's class is
+  its own key's colour: pooled context holds every key's colour but not which belongs to whom;
+  pixel-pair similarity can match tints.
 - ``global``: the first built-in task, kept so that ``results/all_heads.*`` stay reproducible:
   a stripe across a square image, ``margin`` (16) px from the objects, well inside the FCN's
   receptive field; one colour per image, so it tests only that context is gathered.
@@ -82,15 +82,15 @@ class ContextCueDataset(Dataset):
     Args:
         length: number of samples.
         task: ``reach``, ``recurrence``, ``binding`` or ``global`` (module docstring).
-        image_size: (H, W); None: the task's (reach and binding 64x160, recurrence 160x160,
-            global 96x96).
+        image_size: (H, W); None: the task's (reach 64x160, binding 64x192, recurrence
+            160x160, global 96x96).
         num_colors: class colours, i.e. object classes (1 to 6; binding needs 2).
         num_objects: (min, max) objects per image (binding: at most one per key slot); None: the
-            task's (2 to 4; recurrence 1).
+            task's (2 to 4; recurrence 1, binding 2).
         object_radius: (min, max) half-size of an object in pixels; None: the task's (6 to 12;
             recurrence 10 to 15).
         cue_size: thickness of a stripe, or side of a square cue or key, in pixels; None: the
-            task's (16; recurrence 40). 16 = two feature cells at output stride 8: an 8 px cue
+            task's (16; recurrence 40, binding 32). 16 = two feature cells at output stride 8: an 8 px cue
             straddles cells and its colour reaches the head diluted by the background (CCNet
             then learnt it on some seeds only).
         margin: free pixels between any cue and any object (per axis where the task says);
@@ -269,7 +269,7 @@ class ContextCueDataset(Dataset):
         first, second = rng.choice(len(self.colors), size=2, replace=False)
         classes = [int(first), int(second)] + [int(k) for k in rng.integers(len(self.colors), size=wanted - 2)]
         hues = _spread_hues(rng, wanted)
-        # The object zone is kept at least two objects wide, so that two or three fit side by side.
+        # The object zone is kept at least two objects wide, so that two fit side by side.
         x = int(rng.integers(0, w - (b + self.margin + 2 * (2 * self.object_radius[1] + 1)) + 1))
         zone_cols = (x + b + self.margin, w)
         boxes: list[tuple[slice, slice]] = []
