@@ -154,3 +154,20 @@ def test_a_task_too_small_for_its_margin_is_a_config_error():
         ContextCueDataset(4, image_size=(96, 96), task="recurrence")
     with pytest.raises(ConfigError, match="unknown task 'reech'"):
         ContextCueDataset(4, task="reech")
+
+
+@pytest.mark.slow
+def test_receptive_field_command_reports_the_exact_and_the_effective_field(fcn, tmp_path, capsys):
+    from lit_seg.study.receptive_field import effective_half_width, main
+    from tests.conftest import EXPERIMENTS
+
+    checkpoint = tmp_path / "fcn.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in fcn.state_dict().items()}}, checkpoint)
+    assert main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    field = extents(fcn, (64, 160))
+    assert (f"{field['up']} px above, {field['down']} below, {field['left']} left and {field['right']} right"
+            in out), out
+    effective = effective_half_width(fcn, (64, 160))
+    assert 0 < effective <= max(field.values()), "the effective field lies inside the exact one"
+    assert f"+-{effective} px" in out
