@@ -8,8 +8,9 @@ theory of the heads predicts which can solve it (README, "Built-in tasks"):
 - ``reach`` (the default): a full-height stripe at one end of a wide image, every object at least
   ``margin`` px (88) from it horizontally: beyond the receptive field of the FCN baseline (ResNet-18
   to layer2 + FCN head: an output pixel sees at most 83 px to its left and 77 px to its right,
-  measured exactly as the support of its input gradient, ``lit_seg.study.receptive_field``). FCN cannot see the cue at
-  all; any head with image-wide context can, CCNet with R=1 too (the stripe crosses every row).
+  measured exactly as the support of its input gradient, ``lit_seg.study.receptive_field``). FCN
+  cannot see the cue at all; any head with image-wide context can, CCNet with R=1 too (the stripe
+  crosses every row).
 - ``recurrence``: a 40 px square in one corner, every object at least ``margin`` px from it in
   rows *and* columns, i.e. outside the bands that one criss-cross step plus the encoder and head
   convs around it can see (measured the same way on CCNet R=1). R=1 cannot reach the cue; R=2 can.
@@ -90,9 +91,9 @@ class ContextCueDataset(Dataset):
         object_radius: (min, max) half-size of an object in pixels; None: the task's (6 to 12;
             recurrence 10 to 15).
         cue_size: thickness of a stripe, or side of a square cue or key, in pixels; None: the
-            task's (16; recurrence 40, binding 32). 16 = two feature cells at output stride 8: an 8 px cue
-            straddles cells and its colour reaches the head diluted by the background (CCNet
-            then learnt it on some seeds only).
+            task's (16; recurrence 40, binding 32). 16 = two feature cells at output stride 8:
+            an 8 px cue straddles cells and its colour reaches the head diluted by the
+            background (CCNet then learnt it on some seeds only).
         margin: free pixels between any cue and any object (per axis where the task says);
             None: the task's (88; global 16).
         seed: the data set's seed; different seeds give disjoint-looking sets.
@@ -207,12 +208,22 @@ class ContextCueDataset(Dataset):
         phase = (dy * np.sin(angle) + dx * np.cos(angle)) * (2 * np.pi / period)
         return rng.uniform(0.55, 0.75) + 0.2 * np.sign(np.sin(phase + rng.uniform(0, 2 * np.pi)))
 
-    def _paint_grey_object(self, rng, image, mask, placed, label: int) -> None:
-        rows, cols, shape = placed
-        stripes = self._stripes(rng, shape.shape[0])
-        patch = image[:, rows, cols]
-        patch[:, shape] = stripes[shape] + rng.normal(0.0, 0.03, size=(3, int(shape.sum())))
-        mask[rows, cols][shape] = label
+    def _scatter_grey_objects(self, rng, image, mask, rows: tuple[int, int], cols: tuple[int, int], label: int,
+                              accept=None) -> None:
+        """``num_objects`` grey striped objects (drawn at random) with every pixel in rows x cols,
+        labelled ``label``; placements that ``accept`` refuses are drawn again (50 tries each)."""
+        wanted, placed = self._count(rng), 0
+        for _ in range(50 * wanted):
+            if placed == wanted:
+                break
+            if (obj := self._object(rng, rows, cols, accept=accept)) is None:
+                continue
+            box_rows, box_cols, shape = obj
+            stripes = self._stripes(rng, shape.shape[0])
+            patch = image[:, box_rows, box_cols]
+            patch[:, shape] = stripes[shape] + rng.normal(0.0, 0.03, size=(3, int(shape.sum())))
+            mask[box_rows, box_cols][shape] = label
+            placed += 1
 
     def _count(self, rng: np.random.Generator, most: int | None = None) -> int:
         low, high = self.num_objects
@@ -229,38 +240,21 @@ class ContextCueDataset(Dataset):
         h, w, b = self.height, self.width, self.cue_size
         color = int(rng.integers(len(self.colors)))
         x = int(rng.integers(0, w - (b + self.margin + 2 * self.object_radius[1] + 1) + 1))
-        zone_cols = (x + b + self.margin, w)
-        wanted, placed = self._count(rng), 0
-        for _ in range(50 * wanted):
-            if placed == wanted:
-                break
-            if (obj := self._object(rng, (0, h), zone_cols)) is not None:
-                self._paint_grey_object(rng, image, mask, obj, 1 + color)
-                placed += 1
+        self._scatter_grey_objects(rng, image, mask, (0, h), (x + b + self.margin, w), 1 + color)
         image[:, :, x:x + b] = self._cue_colour(color)
         mask[:, x:x + b] = self.ignore_index
-        if rng.random() < 0.5:
-            image[:], mask[:] = image[:, :, ::-1].copy(), mask[:, ::-1].copy()
+        _mirror_at_random(rng, image, mask, axis=-1)
 
     def _render_recurrence(self, rng, image, mask) -> None:
         h, w, b, d = self.height, self.width, self.cue_size, 2 * self.object_radius[1] + 1
         color = int(rng.integers(len(self.colors)))
         y = int(rng.integers(0, h - (b + self.margin + d) + 1))
         x = int(rng.integers(0, w - (b + self.margin + d) + 1))
-        zone = ((y + b + self.margin, h), (x + b + self.margin, w))
-        wanted, placed = self._count(rng), 0
-        for _ in range(50 * wanted):
-            if placed == wanted:
-                break
-            if (obj := self._object(rng, *zone)) is not None:
-                self._paint_grey_object(rng, image, mask, obj, 1 + color)
-                placed += 1
+        self._scatter_grey_objects(rng, image, mask, (y + b + self.margin, h), (x + b + self.margin, w), 1 + color)
         image[:, y:y + b, x:x + b] = self._cue_colour(color)
         mask[y:y + b, x:x + b] = self.ignore_index
-        if rng.random() < 0.5:
-            image[:], mask[:] = image[:, ::-1].copy(), mask[::-1].copy()
-        if rng.random() < 0.5:
-            image[:], mask[:] = image[:, :, ::-1].copy(), mask[:, ::-1].copy()
+        _mirror_at_random(rng, image, mask, axis=-2)
+        _mirror_at_random(rng, image, mask, axis=-1)
 
     def _render_binding(self, rng, image, mask) -> None:
         h, w, b = self.height, self.width, self.cue_size
@@ -296,8 +290,7 @@ class ContextCueDataset(Dataset):
             q = b // 4
             image[:, top + q:top + b - q, x + q:x + b - q] = self._cue_colour(k)
             mask[top:top + b, x:x + b] = self.ignore_index
-        if rng.random() < 0.5:
-            image[:], mask[:] = image[:, :, ::-1].copy(), mask[:, ::-1].copy()
+        _mirror_at_random(rng, image, mask, axis=-1)
 
     def _render_global(self, rng, image, mask) -> None:
         # The first built-in task, drawn in the same order as before (results/all_heads.* stay
@@ -310,16 +303,9 @@ class ContextCueDataset(Dataset):
         cue_cols = slice(0, w) if horizontal else slice(bx, bx + b)
         row_band = (cue_rows.start - self.margin, cue_rows.stop + self.margin)
         col_band = (cue_cols.start - self.margin, cue_cols.stop + self.margin)
-        wanted, placed = self._count(rng), 0
         off_cue = lambda box: not (_overlaps((box[0].start, box[0].stop), row_band)  # noqa: E731
                                    and _overlaps((box[1].start, box[1].stop), col_band))
-        for _ in range(50 * wanted):
-            if placed == wanted:
-                break
-            if (obj := self._object(rng, (0, h), (0, w), accept=off_cue)) is None:
-                continue
-            self._paint_grey_object(rng, image, mask, obj, 1 + color)
-            placed += 1
+        self._scatter_grey_objects(rng, image, mask, (0, h), (0, w), 1 + color, accept=off_cue)
         image[:, cue_rows, cue_cols] = self._cue_colour(color)
         mask[cue_rows, cue_cols] = self.ignore_index
 
@@ -332,6 +318,12 @@ def _spread_hues(rng: np.random.Generator, count: int) -> list[float]:
         gaps = np.minimum(gaps, 1.0 - gaps) + np.eye(count)
         if gaps.min() >= _MIN_HUE_GAP:
             return [float(v) for v in hues]
+
+
+def _mirror_at_random(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, axis: int) -> None:
+    """Flip image (3, H, W) and mask (H, W) in place along ``axis`` (-2 rows, -1 columns), with probability 1/2."""
+    if rng.random() < 0.5:
+        image[:], mask[:] = np.flip(image, axis).copy(), np.flip(mask, axis).copy()
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:

@@ -96,22 +96,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lit-seg receptive-field", description=__doc__.split("\n\n")[0],
                                      usage="%(prog)s CONFIG [--ckpt CKPT] [-- FIT_ARGS...]")
     parser.add_argument("config", help="an experiment YAML (experiments/fcn.yaml)")
-    parser.add_argument("--ckpt", help="a checkpoint of that experiment: also report its effective field")
+    parser.add_argument("--ckpt", help="a checkpoint of that experiment, or its run folder: also report the "
+                                       "trained model's effective field")
     argv = list(argv or [])
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
+    from lit_seg.checkpoints import read_checkpoint, run_checkpoint
+    from lit_seg.errors import ConfigError
     from lit_seg.study.harness import experiment_head
 
+    # The checkpoint is read first: a bad path fails at once, not after the exact field's 64 passes.
+    path = run_checkpoint(args.ckpt) if args.ckpt else None
+    state = read_checkpoint(path)["state_dict"] if path else None
     torch.manual_seed(0)
     _, _, model, size = experiment_head(args.config, overrides, batch=1)
     field = extents(open_attention_paths(copy.deepcopy(model)), size)
     print(f"{args.config} at {size[0]}x{size[1]}: an output pixel depends on input pixels up to "
           f"{field['up']} px above, {field['down']} below, {field['left']} left and {field['right']} right of it "
           f"(exact: the support of its input gradient)")
-    if args.ckpt:
-        state = torch.load(args.ckpt, map_location="cpu", weights_only=False)["state_dict"]
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    if state is not None:
+        try:
+            model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+        except RuntimeError as err:
+            raise ConfigError(f"checkpoint {path} is not a model of {args.config} ({str(err).splitlines()[0]}); pass "
+                              f"the experiment that wrote it") from None
         r = effective_half_width(model, size)
-        print(f"{args.ckpt}: effective field (95% of the input gradient on random images): +-{r} px")
+        print(f"{path}: effective field (95% of the input gradient on random images): +-{r} px")
     return 0

@@ -162,7 +162,8 @@ def test_receptive_field_command_reports_the_exact_and_the_effective_field(fcn, 
     from tests.conftest import EXPERIMENTS
 
     checkpoint = tmp_path / "fcn.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in fcn.state_dict().items()}}, checkpoint)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in fcn.state_dict().items()},
+                "pytorch-lightning_version": "2.6.6"}, checkpoint)
     assert main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     field = extents(fcn, (64, 160))
@@ -171,3 +172,16 @@ def test_receptive_field_command_reports_the_exact_and_the_effective_field(fcn, 
     effective = effective_half_width(fcn, (64, 160))
     assert 0 < effective <= max(field.values()), "the effective field lies inside the exact one"
     assert f"+-{effective} px" in out
+
+
+def test_receptive_field_command_refuses_a_checkpoint_of_another_model_in_one_line(tmp_path):
+    from lit_seg.study.receptive_field import main
+    from tests.conftest import EXPERIMENTS
+
+    checkpoint = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"model.head.weight": torch.zeros(2)}, "pytorch-lightning_version": "2.6.6"},
+               checkpoint)
+    with pytest.raises(ConfigError, match=r"checkpoint .*other.ckpt is not a model of .*fcn.yaml \(.*\); pass"):
+        main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(checkpoint)])
+    with pytest.raises(ConfigError, match="not found"):
+        main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(tmp_path / "missing.ckpt")])
