@@ -12,7 +12,7 @@ import torch
 
 from lit_seg.data import SyntheticDataModule
 from lit_seg.models.heads import FCNHead
-from lit_seg.module import SegmentationModule
+from lit_seg.train.module import SegmentationModule
 
 
 def main(devices: int, out: str) -> None:

@@ -13,7 +13,7 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from lit_seg.fault_tolerance import AtomicCheckpointIO
+from lit_seg.train.fault_tolerance import AtomicCheckpointIO
 
 
 class SignalAtStep(pl.Callback):

@@ -7,12 +7,12 @@ first batch and draws a new shuffle from the global RNG. Here:
   DDP processes itself, and can start after the batches already trained on;
 - :class:`ResumableLoader` has ``state_dict``/``load_state_dict``: its position (epoch, batches
   handed out) goes into every checkpoint and back on resume (by Lightning, and by
-  :class:`lit_seg.fault_tolerance.ResumeState` where Lightning 2.6 does not);
+  :class:`lit_seg.train.fault_tolerance.ResumeState` where Lightning 2.6 does not);
 - with ``sample_seeds`` each sample's random augmentation is seeded from ``(seed, epoch, index)``,
   in whichever worker process it runs, so augmentation does not depend on the number of workers,
   on which batches a worker got, or on where the run was resumed;
 - loaders carry their own generator, so iterating them never draws from the global RNG (which
-  :class:`lit_seg.fault_tolerance.ResumeState` saves and restores for the model's dropout).
+  :class:`lit_seg.train.fault_tolerance.ResumeState` saves and restores for the model's dropout).
 """
 
 from __future__ import annotations

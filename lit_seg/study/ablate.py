@@ -21,7 +21,7 @@ Each run is ``python -m lit_seg fit --config <experiment> [--config <task>] --se
 ``runs/ablations/<ablation>/``. After each run one row goes into ``results/<ablation>.csv``
 (rewritten atomically): experiment, task (the overlay's name; empty without tasks), head and its
 options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, the attention's
-query dependence (``summary.json``'s, :mod:`lit_seg.query_dependence`), parameters,
+query dependence (``summary.json``'s, :mod:`lit_seg.inference.query_dependence`), parameters,
 the head's FLOPs, latency and peak memory (measured once per experiment and task by the cost
 harness, lit_seg/study/harness.py, at the training batch and image size), steps, wall time, W&B
 run id and run folder. Runs with a finished row are skipped, so an interrupted ablation resumes where it stopped:
@@ -48,8 +48,7 @@ from pathlib import Path
 
 import yaml
 
-from lit_seg import run_lock
-from lit_seg.cli import merged_config
+from lit_seg.cli import merged_config, run_lock
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.study import columns as columns_
 

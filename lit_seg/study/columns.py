@@ -15,7 +15,7 @@ BEFORE_CLASSES = [
 COST_COLUMNS = ["head_params", "head_gflops", "model_gflops", "head_fwd_ms", "head_fwdbwd_ms", "head_peak_mib"]
 AFTER_CLASSES = [
     "val_mAcc_final", "val_aAcc_final", "val_mDice_final",
-    # Mean cosine distance between the attention maps of different queries (lit_seg.query_dependence).
+    # Mean cosine distance between the attention maps of different queries (lit_seg.inference.query_dependence).
     "query_dependence",
     "params", *COST_COLUMNS,
     "steps", "wall_s", "wandb_run_id", "wandb_group", "run_folder", "log",

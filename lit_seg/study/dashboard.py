@@ -30,7 +30,7 @@ HEAD_KEY = "experiment"
 # `_step` counts log calls, not training steps.
 STEP_KEY = "trainer/global_step"
 # Summaries the runs carry: RunSummary's head GFLOPs and W&B's define_metric best/last of val/mIoU
-# (lit_seg.callbacks.BEST_METRICS: summary "val/mIoU" = {"max": ..., "last": ...}).
+# (lit_seg.train.callbacks.BEST_METRICS: summary "val/mIoU" = {"max": ..., "last": ...}).
 GFLOPS_KEY = "head_gflops"
 BEST_MIOU = "val/mIoU.max"
 # Images that AttentionMapLogger and PredictionLogger log, and the confusion matrix.
@@ -158,8 +158,8 @@ def _refusal() -> str | None:
     if mode not in ("online", "run"):
         return (f"W&B is {mode} here (WANDB_MODE={mode}): a dashboard is saved to the W&B server; "
                 f"run `wandb login`, then WANDB_MODE=online lit-seg dashboard ...")
+    from lit_seg.cli.wandb_env import check_wandb_mode
     from lit_seg.errors import ConfigError
-    from lit_seg.wandb_env import check_wandb_mode
 
     try:
         check_wandb_mode()  # the CLI's own check: an API key, and the server reachable (3 s)

@@ -45,13 +45,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lit_seg import flops as _flops
 from lit_seg.models.heads import HEADS
 from lit_seg.study import seed_ops
+from lit_seg.train import flops as _flops
 
 # FlopCounterMode (torch 2.14) has no formula for the CPU flash-attention kernels that
 # F.scaled_dot_product_attention runs on the CPU: without them our dense operators would count
-# only their convolutions. lit_seg.flops registers them (on import; this call is a no-op then),
+# only their convolutions. lit_seg.train.flops registers them (on import; this call is a no-op then),
 # so the harness and the runs' summaries (head_gflops) count the same way.
 _flops.register_cpu_attention_flops()
 

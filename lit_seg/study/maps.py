@@ -25,7 +25,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from lit_seg.errors import ConfigError
-from lit_seg.visualize import (
+from lit_seg.inference.visualize import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     attention_maps,
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_module(ckpt: Path, device: str):
-    from lit_seg.module import SegmentationModule
+    from lit_seg.train.module import SegmentationModule
 
     if not ckpt.is_file():
         raise ConfigError(f"checkpoint {ckpt} does not exist")

@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
-    from lit_seg.checkpoints import read_checkpoint, run_checkpoint
+    from lit_seg.cli.checkpoints import read_checkpoint, run_checkpoint
     from lit_seg.errors import ConfigError
     from lit_seg.study.harness import experiment_head
 

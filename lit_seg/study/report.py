@@ -52,7 +52,8 @@ def _experiment_table(runs: pd.DataFrame, metric: str) -> str:
             "(GFLOPs per image).")
     if "query_dependence_mean" in summary:
         note += (" Query dependence: mean cosine distance between the attention maps of different query "
-                 "positions at the end of each run (0: every query attends alike; lit_seg/query_dependence.py), "
+                 "positions at the end of each run (0: every query attends alike; "
+                 "lit_seg.inference.query_dependence), "
                  "mean ± std over seeds; – for heads without attention maps.")
     return _markdown(table) + "\n\n" + note + "\n"
 
@@ -67,7 +68,8 @@ def _task_report(runs: pd.DataFrame, metric: str) -> str:
     if len(dependence):
         parts += ["## Query dependence per head and task\n", _markdown(dependence),
                   "\nMean cosine distance between the attention maps of different query positions at the end of "
-                  "each run (0: every query attends alike; lit_seg/query_dependence.py), mean over seeds; – for "
+                  "each run (0: every query attends alike; lit_seg.inference.query_dependence), mean over "
+                  "seeds; – for "
                   "heads without attention maps.\n"]
     for task in analysis.tasks(runs):
         parts += [f"## Task {task or '(none)'}\n", _experiment_table(runs[runs["task"] == task], metric)]

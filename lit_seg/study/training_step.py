@@ -38,8 +38,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_seg.models.heads import CCHead
-from lit_seg.module import SegmentationModule
-from lit_seg.optim import SGD
+from lit_seg.train.module import SegmentationModule
+from lit_seg.train.optim import SGD
 
 NUM_CLASSES = 4
 

@@ -1,9 +1,10 @@
-"""experiments/cityscapes/: the mmseg recipe resolves, reuses each synthetic experiment's head,
-inherits nothing from the synthetic base, and trains a step on a tiny Cityscapes fixture."""
+"""experiments/cityscapes/: the mmseg recipe resolves, reuses each built-in experiment's head file,
+inherits nothing from the built-in recipe, and trains a step on a tiny Cityscapes fixture."""
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,20 +18,31 @@ OVERRIDES = {"base.yaml", "schedule_80k.yaml", "eval_msflip.yaml"}
 HEAD_FILES = sorted(p.name for p in CITYSCAPES.glob("*.yaml") if p.name not in OVERRIDES)
 
 
-def test_every_synthetic_experiment_has_a_cityscapes_twin_with_the_same_head():
+def test_every_synthetic_experiment_has_a_cityscapes_twin_with_the_same_head_file():
     synthetic = sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name != "base.yaml")
     assert set(synthetic) <= set(HEAD_FILES)
     for name in synthetic:
+        head_file = (EXPERIMENTS / "heads" / name).resolve()
+        for experiment in (CITYSCAPES / name, EXPERIMENTS / name):
+            assert head_file in [Path(p).resolve() for p in expand_bases(experiment) if "\n" not in p], experiment
         ours, theirs = merged_config(CITYSCAPES / name)["model"], merged_config(EXPERIMENTS / name)["model"]
         assert ours["head"]["class_path"] == theirs["head"]["class_path"], name
         assert bool(ours.get("encoder_gc_stages")) == bool(theirs.get("encoder_gc_stages")), name
 
 
+def test_a_cityscapes_experiment_is_a_few_lines():
+    for name in HEAD_FILES:
+        lines = [ln for ln in (CITYSCAPES / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        assert len(lines) <= 3, name
+
+
 @pytest.mark.parametrize("name", HEAD_FILES)
 def test_cityscapes_experiments_inherit_nothing_synthetic(name):
-    parts = expand_bases(CITYSCAPES / name)
-    assert parts[0] == str(CITYSCAPES / "base.yaml")
-    assert str(EXPERIMENTS / "base.yaml") not in parts
+    parts = [Path(p).resolve() for p in expand_bases(CITYSCAPES / name) if "\n" not in p]
+    built_in = [Path(p).resolve() for p in expand_bases(EXPERIMENTS / "base.yaml") if "\n" not in p]
+    shared = {(EXPERIMENTS / "_base_" / "runtime.yaml").resolve()}
+    assert not (set(parts) & set(built_in)) - shared  # only the runtime piece is shared
+    assert (EXPERIMENTS / "base.yaml").resolve() not in parts
     config = merged_config(CITYSCAPES / name)
     assert config["data"]["class_path"] == "lit_seg.data.SegmentationDataModule"
     assert config["model"]["encoder_name"] == "resnet50" and config["model"]["encoder_depth"] == 5

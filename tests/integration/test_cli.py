@@ -12,7 +12,7 @@ import yaml
 
 from lit_seg.cli import expand_argv, main
 from lit_seg.errors import ConfigError
-from lit_seg.module import SegmentationModule
+from lit_seg.train.module import SegmentationModule
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg
 
 

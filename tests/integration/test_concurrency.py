@@ -1,4 +1,4 @@
-"""One writer per run folder (lit_seg/run_lock.py), with real processes: two `--resume` of one run
+"""One writer per run folder (lit_seg/cli/run_lock.py), with real processes: two `--resume` of one run
 at once, a lock left by a killed process, and the ablation runner killed with SIGKILL."""
 
 import csv
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from lit_seg import run_lock
+from lit_seg.cli import run_lock
 from lit_seg.errors import RunError
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg, subprocess_env
 from tests.fault_runs import hook
 
 HOLDER = """
 import sys, time
-from lit_seg import run_lock
+from lit_seg.cli import run_lock
 run_lock.acquire(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)

@@ -12,8 +12,8 @@ import torch
 import wandb_workspaces.reports.v2 as wr
 
 from lit_seg.data import SyntheticDataModule
-from lit_seg.metrics import named_scores
 from lit_seg.study import dashboard
+from lit_seg.train.metrics import named_scores
 from tests.conftest import ROOT, lit_seg
 
 
@@ -84,7 +84,7 @@ def test_workspace_has_the_ablation_sections_and_panels():
 
 @pytest.fixture
 def logged() -> dict[str, set[str]]:
-    """What a run logs, the per-class keys derived from the code that logs them (lit_seg.metrics on
+    """What a run logs, the per-class keys derived from the code that logs them (lit_seg.train.metrics on
     the data module's class names); the rest as a correct dashboard names them."""
     names = _real_class_names()
     keys = dashboard.panel_keys(dashboard.build_workspace("e", "p", "g", names))

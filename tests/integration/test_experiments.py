@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from lit_seg.cli import LitSegCLI, expand_argv
+from lit_seg.cli import LitSegCLI, expand_argv, merged_config
 from lit_seg.models.heads import HEADS, DecodeHead
 from tests.conftest import EXPERIMENTS
 
@@ -37,7 +37,7 @@ def test_every_head_of_the_list_has_its_experiment_and_they_agree(folder):
     """experiments/<name>.yaml (and cityscapes/<name>.yaml) is the head list's variant <name>:
     its class, and the variant's options (the YAML may add sizes such as channels or dilations)."""
     for name, variant in HEADS.items():
-        head = yaml.safe_load((folder / f"{name}.yaml").read_text())["model"]["head"]
+        head = merged_config(folder / f"{name}.yaml")["model"]["head"]
         assert head["class_path"] == variant.class_path, name
         options = head.get("init_args", {})
         for key, value in variant.options.items():
@@ -47,12 +47,21 @@ def test_every_head_of_the_list_has_its_experiment_and_they_agree(folder):
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
-def test_experiment_file_is_a_small_diff_on_base(path):
+def test_experiment_file_is_the_recipe_and_its_head_file(path):
+    """experiments/<name>.yaml = base.yaml + heads/<name>.yaml (the file the Cityscapes twin reuses)
+    + at most a few built-in sizes; the head itself is stated in the head file only."""
     text = path.read_text()
     assert text.startswith("# "), "the first line says what the row tests"
     content = yaml.safe_load(text)
-    assert content["_base_"] == "base.yaml"
-    assert set(content) <= {"_base_", "model", "data", "trainer"}
+    assert content["_base_"] == ["base.yaml", f"heads/{path.stem}.yaml"]
+    assert set(content) <= {"_base_", "model"}
+    assert "class_path" not in (content.get("model") or {}).get("head", {})
+
+
+def test_every_experiment_has_one_head_file_and_every_head_file_an_experiment():
+    heads = sorted(p.stem for p in (EXPERIMENTS / "heads").glob("*.yaml"))
+    assert heads == sorted(p.stem for p in FILES)
+    assert set(HEADS) <= set(heads)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -60,14 +69,14 @@ def test_experiment_instantiates_and_trains(path, tmp_path):
     # Parsed and instantiated once (run=False), then trained: the CLI's parser is the slow part.
     args = ["--config", str(path), *TINY, "--trainer.default_root_dir", str(tmp_path)]
     cli = LitSegCLI(args=expand_argv(args), run=False)
-    own = yaml.safe_load(path.read_text())["model"]
+    own = merged_config(path)["model"]
     head = cli.model.model.head
     assert isinstance(head, DecodeHead)
-    expected = own.get("head", {}).get("class_path", "lit_seg.models.heads.FCNHead")
+    expected = own["head"]["class_path"]
     assert f"{type(head).__module__.rsplit('.', 1)[0]}.{type(head).__name__}" == expected
     assert head.channels == 64  # the base's small head width carries over
-    for key, value in own.get("head", {}).get("init_args", {}).items():
-        assert cli.config.model.head.init_args[key] == value
+    for key, value in own["head"].get("init_args", {}).items():
+        assert cli.config.model.head.init_args[key] == value, key
     assert list(cli.config.model.encoder_gc_stages) == own.get("encoder_gc_stages", [])
     assert cli.config.experiment == path.stem
 

@@ -1,18 +1,17 @@
-"""Export (lit_seg.export): every experiment's model as ONNX (run with onnxruntime) and TorchScript
+"""Export (lit_seg.inference.export): every experiment's model as ONNX (run with onnxruntime) and TorchScript
 gives PyTorch's logits to 1e-4 at two image sizes. The cases are the experiment YAMLs, so a new
 head's experiment gets the test for free."""
 
 import functools
 import importlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from lit_seg.export import FORMATS, export
-from lit_seg.module import SegmentationModule
+from lit_seg.cli import merged_config
+from lit_seg.inference.export import FORMATS, export
+from lit_seg.train.module import SegmentationModule
 from tests.conftest import EXPERIMENTS
 
 SIZES = [(64, 64), (40, 88)]  # the second is not the traced size, nor square
@@ -24,22 +23,12 @@ CANNOT_EXPORT: dict[str, dict[str, str]] = {
 }
 
 
-def _merged_model(path: Path) -> dict:
-    content = yaml.safe_load(path.read_text()) or {}
-    model = {}
-    bases = content.get("_base_") or []
-    for base in [bases] if isinstance(bases, str) else bases:
-        model.update(_merged_model(path.parent / base))
-    own = content.get("model") or {}
-    return {**model, **own}
-
-
 def cases() -> list:
     out = []
     for path in sorted(EXPERIMENTS.glob("*.yaml")):
         if path.stem == "base":
             continue
-        model = _merged_model(path)
+        model = merged_config(path).get("model") or {}
         head = model.get("head") or {}
         out.append(pytest.param(path.stem, head, model.get("encoder_gc_stages") or (), id=path.stem))
     return out

@@ -1,5 +1,5 @@
 """Runs that go wrong keep what they had: a NaN loss, a full disk, a kill -9 during a checkpoint
-write; and the pieces resuming rests on (lit_seg/fault_tolerance.py, lit_seg/data/loader.py)."""
+write; and the pieces resuming rests on (lit_seg/train/fault_tolerance.py, lit_seg/data/loader.py)."""
 
 import csv
 import re
@@ -14,7 +14,7 @@ import torch
 from lit_seg.data import SyntheticDataModule
 from lit_seg.data.loader import ResumableLoader
 from lit_seg.errors import RunError
-from lit_seg.fault_tolerance import CheckpointWriteError, ResumableCSVLogger
+from lit_seg.train.fault_tolerance import CheckpointWriteError, ResumableCSVLogger
 from tests.conftest import ROOT
 from tests.fault_hooks import DiskFullAfter
 from tests.fault_runs import run_folder
@@ -46,7 +46,7 @@ def test_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(fault_runs):
     # The third write fails: last.ckpt, or a new best-*.ckpt first when the second validation improved.
     assert re.search(rf"lit-seg: error: could not write checkpoint {re.escape(str(folder.relative_to(cwd)))}"
                      rf"/checkpoints/"
-                     rf"(last|best-epoch\d+)\.ckpt: No space left on device; the previous checkpoint there is intact",
+                     rf"(last|best-step\d+)\.ckpt: No space left on device; the previous checkpoint there is intact",
                      done.stderr), done.stderr[-2000:]
     assert _load(folder / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert not list((folder / "checkpoints").glob("*.tmp"))
@@ -64,7 +64,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
 
 WRITER = """
 import sys, torch
-from lit_seg.fault_tolerance import AtomicCheckpointIO
+from lit_seg.train.fault_tolerance import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 for step in range(10**6):
     io.save_checkpoint({"step": step, "w": torch.full((2_000_000,), float(step))}, path)
@@ -130,7 +130,7 @@ def test_loader_resumes_mid_epoch_with_the_same_batches():
 def test_nan_loss_message_names_unlabelled_masks_not_the_learning_rate():
     from types import SimpleNamespace
 
-    from lit_seg.fault_tolerance import NonFiniteLossError, StopOnNonFiniteLoss
+    from lit_seg.train.fault_tolerance import NonFiniteLossError, StopOnNonFiniteLoss
 
     trainer = SimpleNamespace(world_size=1, checkpoint_callback=None, global_step=7, current_epoch=1,
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_idx=2)))

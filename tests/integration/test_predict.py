@@ -1,4 +1,4 @@
-"""Predictions on new images (lit_seg.predict, lit_seg.load) and the Cityscapes result format, checked
+"""Predictions on new images (lit_seg.inference.predict, lit_seg.load) and the Cityscapes result format, checked
 against the official evaluator (cityscapesscripts) as the oracle."""
 
 import json
@@ -14,9 +14,9 @@ import lit_seg
 from lit_seg.data import SyntheticDataModule
 from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lit_seg.inference import multiscale_flip_inference
+from lit_seg.inference.predict import SegmentationWriter, cityscapes_label_ids
 from lit_seg.models.heads import FCNHead
-from lit_seg.module import SegmentationModule
-from lit_seg.predict import SegmentationWriter, cityscapes_label_ids
+from lit_seg.train.module import SegmentationModule
 from tests.cli_fork import run_many
 from tests.fixtures import tiled, write_image, write_mask
 
@@ -134,12 +134,12 @@ trainer:
   num_sanity_val_steps: 0
   limit_val_batches: 0
   logger:
-    - class_path: lit_seg.fault_tolerance.ResumableCSVLogger
+    - class_path: lit_seg.train.fault_tolerance.ResumableCSVLogger
       init_args: {save_dir: runs}
   callbacks:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {save_last: true}
-    - class_path: lit_seg.callbacks.RunSummary
+    - class_path: lit_seg.train.callbacks.RunSummary
       init_args: {count_head_flops: false}
 model:
   encoder_name: resnet18

@@ -64,7 +64,7 @@ def test_resume_continues_the_same_folder_and_wandb_run(fault_runs):
 
 def test_last_checkpoint_is_the_latest_state_not_the_best(fault_runs):
     # Lightning 2.6's ModelCheckpoint(monitor=..., save_last=True) rewrites last.ckpt only with a
-    # new best; lit_seg.fault_tolerance.LastCheckpoint keeps it the latest state.
+    # new best; lit_seg.train.fault_tolerance.LastCheckpoint keeps it the latest state.
     folder = run_folder(fault_runs["cwd"], "ref")
     summary = json.loads((folder / "summary.json").read_text())
     with warnings.catch_warnings():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-from lit_seg.cli import main
+from lit_seg.cli import main, merged_config
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg
 
 SWEEP = EXPERIMENTS / "ablations" / "sweep.yaml"
@@ -83,7 +83,7 @@ def test_agent_commands_parse(sweep, config, seed, capsys, monkeypatch):
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["experiment"] == config.split("/")[-1].removesuffix(".yaml")
-    base = yaml.safe_load((EXPERIMENTS / "base.yaml").read_text())
+    base = merged_config(EXPERIMENTS / "base.yaml")
     assert resolved["seed_everything"] == seed  # the schedule is the shared base's, as in the README's ablation
     assert resolved["trainer"]["max_epochs"] == base["trainer"]["max_epochs"]
     assert resolved["group"] == "all_heads"

@@ -105,7 +105,7 @@ def test_attention_maps_and_summary_numbers(offline_run):
     assert summary["head_params"] == saved["head_params"] > 0 and summary["params"] == saved["params"]
     assert summary["head_gflops"] == pytest.approx(saved["head_gflops"]) and saved["head_gflops"] > 0
     assert saved["head_flops_input"] == [1, 3, 64, 64]
-    # Measured once at the end of training, the same in both (lit_seg.query_dependence).
+    # Measured once at the end of training, the same in both (lit_seg.inference.query_dependence).
     assert summary["query_dependence"] == pytest.approx(saved["query_dependence"]) and 0 < saved["query_dependence"] < 1
     # W&B's own best/last summaries (define_metric), equal to what summary.json and the checkpoint saw.
     assert summary["val/mIoU"]["max"] == pytest.approx(saved["val/mIoU_best"])
@@ -114,7 +114,7 @@ def test_attention_maps_and_summary_numbers(offline_run):
 
 
 def test_every_metric_comes_from_the_saved_confusion_matrix(offline_run):
-    from lit_seg.metrics import named_scores
+    from lit_seg.train.metrics import named_scores
 
     saved = json.loads((offline_run["folder"] / "summary.json").read_text())
     confmat = torch.tensor(saved["confusion_matrix"])
@@ -143,10 +143,10 @@ def test_prediction_pngs_in_the_run_folder(offline_run):
 
 
 def test_count_flops_counts_cpu_attention_kernels():
-    # FlopCounterMode in torch 2.14 has no formula for the CPU flash-attention kernel; lit_seg.flops adds it.
+    # FlopCounterMode in torch 2.14 has no formula for the CPU flash-attention kernel; lit_seg.train.flops adds it.
     import torch.nn.functional as F
 
-    from lit_seg.flops import count_flops
+    from lit_seg.train.flops import count_flops
 
     q, k, v = (torch.randn(1, 1, 64, 8) for _ in range(3))
     assert count_flops(F.scaled_dot_product_attention, q, k, v) == 2 * (2 * 64 * 64 * 8)  # q k^T and A v

@@ -16,7 +16,7 @@ from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_cont
 from lit_seg.models.heads import HEADS as HEAD_LIST
 from lit_seg.models.heads import DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
 from lit_seg.models.heads.ocnet import region_bounds, regional_attention_map, regional_self_attention
-from lit_seg.module import SegmentationModule
+from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
 
 # smp resnet18 at encoder_depth 3 (the experiments' encoder): input, conv1, layer1, layer2.

@@ -7,7 +7,7 @@ from torch import nn
 
 from lit_seg.inference import multiscale_flip_inference, segment, slide_inference, whole_inference
 from lit_seg.models.heads import FCNHead
-from lit_seg.module import SegmentationModule
+from lit_seg.train.module import SegmentationModule
 
 NUM_CLASSES = 4
 

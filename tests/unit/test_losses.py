@@ -1,13 +1,13 @@
-"""Cross-entropy with class weights and OHEM (lit_seg.losses)."""
+"""Cross-entropy with class weights and OHEM (lit_seg.train.losses)."""
 
 import math
 
 import torch
 import torch.nn.functional as F
 
-from lit_seg.losses import CrossEntropy, OhemCrossEntropy
 from lit_seg.models.heads import FCNHead
-from lit_seg.module import SegmentationModule
+from lit_seg.train.losses import CrossEntropy, OhemCrossEntropy
+from lit_seg.train.module import SegmentationModule
 
 
 def logits_from_true_probs(true_probs: list[list[float]], target: torch.Tensor, num_classes: int = 3):
@@ -90,7 +90,7 @@ def test_module_uses_ohem_on_head_outputs_and_ce_on_aux():
 
 
 def test_a_batch_without_labelled_pixels_gives_zero_loss_and_zero_gradients():
-    from lit_seg.losses import masked_cross_entropy
+    from lit_seg.train.losses import masked_cross_entropy
 
     logits = torch.randn(2, 4, 8, 8, requires_grad=True)
     unlabelled = torch.full((2, 8, 8), 255)

@@ -62,7 +62,7 @@ def test_head_accepts_channels_last_features(name):
 
 
 def test_module_channels_last_runs_the_same_model_in_nhwc():
-    from lit_seg.module import SegmentationModule
+    from lit_seg.train.module import SegmentationModule
 
     def build(channels_last: bool) -> SegmentationModule:
         torch.manual_seed(0)

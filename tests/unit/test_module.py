@@ -6,8 +6,8 @@ from lightning.pytorch import Trainer
 
 from lit_seg.data import SyntheticDataModule
 from lit_seg.models.heads import CCHead, FCNHead
-from lit_seg.module import SegmentationModule
-from lit_seg.optim import PolyLR
+from lit_seg.train.module import SegmentationModule
+from lit_seg.train.optim import PolyLR
 
 
 def small_module(head=FCNHead, **kwargs) -> SegmentationModule:

@@ -1,4 +1,4 @@
-"""lit_seg.query_dependence: the mean pairwise cosine distance between the attention maps of
+"""lit_seg.inference.query_dependence: the mean pairwise cosine distance between the attention maps of
 different queries, against hand computations; its place in summary.json and the ablation row."""
 
 import itertools
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from lit_seg.inference.query_dependence import query_dependence, query_grid, query_map
 from lit_seg.models import EncoderDecoder
 from lit_seg.models.heads import HEADS, DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
-from lit_seg.query_dependence import query_dependence, query_grid, query_map
 from tests.conftest import randomize
 
 
@@ -125,9 +125,9 @@ def test_run_summary_writes_query_dependence_at_the_end_of_a_fit(tmp_path, monke
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-    from lit_seg.callbacks import RunSummary
     from lit_seg.data import SyntheticDataModule
-    from lit_seg.module import SegmentationModule
+    from lit_seg.train.callbacks import RunSummary
+    from lit_seg.train.module import SegmentationModule
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     data = SyntheticDataModule(task="global", image_size=(32, 32), train_size=4, val_size=3, batch_size=2,

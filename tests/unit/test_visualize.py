@@ -1,4 +1,4 @@
-"""Attention-map visualisation: CCNet's composed maps, lit_seg.visualize, the script, the callback."""
+"""Attention-map visualisation: CCNet's composed maps, lit_seg.inference.visualize, the script, the callback."""
 
 from functools import partial
 from pathlib import Path
@@ -9,9 +9,16 @@ import torch
 from PIL import Image
 
 from lit_seg.errors import ConfigError
+from lit_seg.inference.visualize import (
+    attention_maps,
+    denormalize,
+    object_centres,
+    overlay,
+    same_size,
+    to_feature_points,
+)
 from lit_seg.models.heads import CCHead, FCNHead
-from lit_seg.module import SegmentationModule
-from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, same_size, to_feature_points
+from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
 
 
@@ -211,8 +218,8 @@ def test_script_errors_are_one_line(fitted_run, tmp_path, script, capsys):
 def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
     from lightning.pytorch import Trainer
 
-    from lit_seg.callbacks import AttentionMapLogger
     from lit_seg.data import SyntheticDataModule
+    from lit_seg.train.callbacks import AttentionMapLogger
 
     data = SyntheticDataModule(task="global", image_size=(32, 32), train_size=4, val_size=2, batch_size=2,
                                num_workers=0)
@@ -237,8 +244,8 @@ def test_callback_logs_its_pictures_to_wandb_in_one_size(tmp_path, monkeypatch):
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import WandbLogger
 
-    from lit_seg.callbacks import AttentionMapLogger
     from lit_seg.data import SyntheticDataModule
+    from lit_seg.train.callbacks import AttentionMapLogger
 
     class CapturingLogger(WandbLogger):
         def __init__(self, **kwargs) -> None:

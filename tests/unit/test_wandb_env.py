@@ -6,7 +6,7 @@ import sys
 CHILD = """
 import sys
 from wandb.sdk.wandb_run import Run
-from lit_seg.wandb_env import skip_unstaged_launch_inputs
+from lit_seg.cli.wandb_env import skip_unstaged_launch_inputs
 
 calls = []
 Run._detect_and_apply_job_inputs = lambda self: calls.append("applied")

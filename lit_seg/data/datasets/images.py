@@ -15,7 +15,7 @@ class ImageFiles(Dataset):
 
     Items are ``(image, index)``: the image float32 (3, H, W) at its own size, normalised by
     ``transform`` (e.g. ImageNet mean/std), and its index into ``files``, with which
-    :class:`lit_seg.predict.SegmentationWriter` names the output.
+    :class:`lit_seg.inference.predict.SegmentationWriter` names the output.
     """
 
     def __init__(self, root: str | Path, transform=None) -> None:

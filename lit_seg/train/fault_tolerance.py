@@ -51,10 +51,6 @@ from lit_seg.errors import ConfigError, RunError
 
 RESUME_HINT = "lit-seg fit --resume {run}"
 
-# The signal that stopped the last fit in this process (None: none did); the CLI exits with 128 + it.
-stopped_by: int | None = None
-
-
 class CheckpointWriteError(RunError):
     """A checkpoint could not be written (disk full, no permission); the previous one is intact."""
 
@@ -174,13 +170,14 @@ class SaveOnInterrupt(pl.Callback):
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.stopped_by: int | None = None  # the signal that stopped the fit; the CLI exits with 128 + it
         self._previous: dict[int, Any] = {}
         self._say = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        self.signal = None
+        self.signal = self.stopped_by = None
         self._say = trainer.is_global_zero
         self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for signum in self._previous:
@@ -216,13 +213,12 @@ class SaveOnInterrupt(pl.Callback):
         self._restore_handlers()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        global stopped_by
         self._restore_handlers()
         if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         run = run_folder(trainer)
         if isinstance(exception, SIGTERMException):
-            stopped_by = self.signal or signal.SIGTERM
+            self.stopped_by = self.signal or signal.SIGTERM
             path = resume_checkpoint_path(trainer)
             callback = trainer.checkpoint_callback
             if isinstance(callback, ModelCheckpoint):
@@ -416,7 +412,8 @@ def _batch_cause(batch: Any, ignore_index: int) -> str | None:
     if isinstance(masks, torch.Tensor) and masks.numel() and not bool((masks != ignore_index).any()):
         return (f"The batch has no labelled pixel (every mask value is the ignore index {ignore_index}), and the loss "
                 f"averages over zero pixels: the cause is the data, not the learning rate; use a loss that gives 0 "
-                f"for such a batch (lit_seg.losses.CrossEntropy does) or find those images with lit-seg check-data")
+                f"for such a batch (lit_seg.train.losses.CrossEntropy does) or find those images with "
+                f"lit-seg check-data")
     return None
 
 

@@ -4,9 +4,9 @@ queries nearly identical).
 
     value = query_dependence(module.model, [image0, image1])   # float, or None for FCN / PSP / ASPP
 
-It sits beside :mod:`lit_seg.visualize`, not in :mod:`lit_seg.study`: like the maps it draws, it
+It sits beside :mod:`lit_seg.inference.visualize`, not in :mod:`lit_seg.study`: like the maps it draws, it
 is a measurement on a model through :meth:`DecodeHead.attention_maps`, and ``RunSummary``
-(:mod:`lit_seg.callbacks`) takes it at the end of every fit; :mod:`lit_seg.study` holds the
+(:mod:`lit_seg.train.callbacks`) takes it at the end of every fit; :mod:`lit_seg.study` holds the
 research commands that read the results, which the core does not import.
 """
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_seg.inference.visualize import _check_image, _EvalMode
 from lit_seg.models.encoder_decoder import EncoderDecoder
-from lit_seg.visualize import _check_image, _EvalMode
 
 # The one map of each head that is measured, by the names the heads give their maps (first found).
 # DNL's ("pairwise" + "unary") and Pyramid-OC's ("pyramid_<s>") are picked in query_map.

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 def _run_folder(trainer: pl.Trainer) -> str:
     # The one definition (checkpoints go there too); with `--trainer.logger false` the CLI makes
     # the trainer's root the run folder.
-    from lit_seg.fault_tolerance import run_folder
+    from lit_seg.train.fault_tolerance import run_folder
 
     return run_folder(trainer)
 
@@ -41,19 +41,19 @@ class RunSummary(pl.Callback):
     """Writes ``summary.json`` into the run folder after every validation and at the end.
 
     It holds what an analysis needs without W&B: best and last ``val/mIoU``, last per-class
-    IoU, accuracy and Dice, mAcc, aAcc, mDice (:mod:`lit_seg.metrics`), the last evaluation's
+    IoU, accuracy and Dice, mAcc, aAcc, mDice (:mod:`lit_seg.train.metrics`), the last evaluation's
     confusion matrix, epoch and step, parameter count, the head's forward FLOPs, wall time,
     checkpoint paths, the W&B run id and group. Parameter counts and head GFLOPs also go into the
     W&B run summary; the best ``val/mIoU`` there is W&B's (``define_metric``: ``val/mIoU.max``).
 
-    ``head_gflops``: FLOPs (:func:`lit_seg.flops.count_flops`, a multiply-add is 2) of one
+    ``head_gflops``: FLOPs (:func:`lit_seg.train.flops.count_flops`, a multiply-add is 2) of one
     forward pass of the decode head in eval mode, counted once, after the first training step
     (not before it: the count is not on the way to the first step), on the encoder's features of
     one image of the training crop size (the data module's ``crop_size`` or
     ``image_size``; shape in ``head_flops_input``). None when the size is unknown.
 
     ``query_dependence``: the mean cosine distance between the attention maps of different query
-    positions (:func:`lit_seg.query_dependence.query_dependence`) on the first
+    positions (:func:`lit_seg.inference.query_dependence.query_dependence`) on the first
     ``query_dependence_images`` validation images, measured once at the end of training (a run
     that evaluates by sliding window gives it the top-left ``eval_crop`` of each image); also in
     the W&B summary. None for a head without attention maps, until training ends, or with
@@ -87,7 +87,7 @@ class RunSummary(pl.Callback):
     def _count_head_flops(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         import torch
 
-        from lit_seg.flops import count_flops
+        from lit_seg.train.flops import count_flops
 
         hparams = getattr(trainer.datamodule, "hparams", None) or {}
         size = getattr(trainer.datamodule, "image_size", None) or next(
@@ -114,7 +114,7 @@ class RunSummary(pl.Callback):
 
     @rank_zero_only
     def _measure_query_dependence(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from lit_seg.query_dependence import query_dependence
+        from lit_seg.inference.query_dependence import query_dependence
 
         dataset = AttentionMapLogger._dataset(trainer)
         model = getattr(pl_module, "model", None)
@@ -148,7 +148,7 @@ class RunSummary(pl.Callback):
             "query_dependence": self._query_dependence,
             "val/mIoU_best": float(best) if best is not None else metrics.get("val/mIoU"),
             "metrics": metrics,
-            # Rows: label, columns: prediction, pixels of the last evaluation (lit_seg.metrics).
+            # Rows: label, columns: prediction, pixels of the last evaluation (lit_seg.train.metrics).
             "confusion_matrix": (pl_module.last_confmat.tolist()
                                  if getattr(pl_module, "last_confmat", None) is not None else None),
             "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
@@ -203,7 +203,7 @@ class RunSummary(pl.Callback):
     @rank_zero_only
     def _say(self, trainer: pl.Trainer) -> None:
         """The console's last line: best val/mIoU and its epoch, the run folder, how to view the run."""
-        from lit_seg.console import summary_line
+        from lit_seg.cli.console import summary_line
 
         folder = _run_folder(trainer)
         if folder is None:
@@ -219,7 +219,7 @@ class AttentionMapLogger(pl.Callback):
     """Draws the head's attention maps for a few validation images after every validation.
 
     For the first ``num_images`` images of the validation set it draws, per query point, the
-    image, the prediction, the target and each of the head's maps (:mod:`lit_seg.visualize`),
+    image, the prediction, the target and each of the head's maps (:mod:`lit_seg.inference.visualize`),
     saves the pictures as ``<run folder>/attention/epoch{N}_{i}.png`` (they exist offline) and
     logs them to W&B under ``val/attention``. The query points stay the same all run:
     ``points`` ((row, col) in image pixels, used for every image), or by default the centres of
@@ -229,7 +229,7 @@ class AttentionMapLogger(pl.Callback):
 
     In YAML (``trainer.callbacks``)::
 
-        - class_path: lit_seg.callbacks.AttentionMapLogger
+        - class_path: lit_seg.train.callbacks.AttentionMapLogger
           init_args: {num_images: 2}
     """
 
@@ -260,7 +260,7 @@ class AttentionMapLogger(pl.Callback):
     @rank_zero_only
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from lit_seg.errors import ConfigError
-        from lit_seg.visualize import attention_maps, denormalize, object_centres, overlay, predict, same_size
+        from lit_seg.inference.visualize import attention_maps, denormalize, object_centres, overlay, predict, same_size
 
         dataset = self._dataset(trainer)
         if dataset is None:
@@ -312,12 +312,12 @@ class PredictionLogger(pl.Callback):
       whole stride, masks alike, to keep the run small);
     * ``<run folder>/predictions/epoch{N}_{i}.png`` (i: the image's index in the validation
       set): image | ground truth | prediction with a legend
-      (:func:`lit_seg.visualize.prediction_overlay`), there offline too.
+      (:func:`lit_seg.inference.visualize.prediction_overlay`), there offline too.
 
     Predictions use the module's evaluation recipe (``eval_mode``, scales, flip), as
     ``val/mIoU`` does. In YAML (``trainer.callbacks``)::
 
-        - class_path: lit_seg.callbacks.PredictionLogger
+        - class_path: lit_seg.train.callbacks.PredictionLogger
           init_args: {num_images: 2}
     """
 
@@ -353,7 +353,7 @@ class PredictionLogger(pl.Callback):
 
     def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loggers: list[WandbLogger],
                      class_names: list[str]) -> None:
-        from lit_seg.visualize import _EvalMode, denormalize, prediction_overlay, same_size
+        from lit_seg.inference.visualize import _EvalMode, denormalize, prediction_overlay, same_size
 
         dataset = AttentionMapLogger._dataset(trainer)
         indices = self.indices if self.indices is not None else range(self.num_images)
@@ -403,7 +403,7 @@ class ConfusionMatrixLogger(pl.Callback):
 
     ``<run folder>/confusion/<stage>_epoch{N}.png`` (offline too) and W&B ``<stage>/confusion_matrix``:
     rows the label, columns the prediction, each row's share of its label's pixels, class names on
-    the axes (:func:`lit_seg.metrics.confusion_figure`). Drawn from the module's ``last_confmat``,
+    the axes (:func:`lit_seg.train.metrics.confusion_figure`). Drawn from the module's ``last_confmat``,
     the matrix every metric comes from. Rank zero, never in the sanity check.
     """
 
@@ -422,7 +422,7 @@ class ConfusionMatrixLogger(pl.Callback):
 
     @rank_zero_only
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from lit_seg.metrics import confusion_figure
+        from lit_seg.train.metrics import confusion_figure
 
         confmat = getattr(pl_module, "last_confmat", None)
         if confmat is None:

@@ -59,10 +59,10 @@ class SegmentationWriter(BasePredictionWriter):
         output_dir: where the files go; default ``<run folder>/predictions`` (the run the
             ``predict`` command created), or ``./predictions`` without a run folder.
         format: ``index`` (palette PNG of class indices) or ``cityscapes`` (label ids, the
-            benchmark's file names); see :mod:`lit_seg.predict`.
+            benchmark's file names); see :mod:`lit_seg.inference.predict`.
         overlays: also write ``<output_dir>/overlays/<name>.png``: the image beside the prediction
             drawn over it, with a legend of the classes present
-            (:func:`lit_seg.visualize.prediction_overlay`).
+            (:func:`lit_seg.inference.visualize.prediction_overlay`).
     """
 
     def __init__(self, output_dir: str | None = None, format: Literal["index", "cityscapes"] = "index",
@@ -80,7 +80,7 @@ class SegmentationWriter(BasePredictionWriter):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        from lit_seg.callbacks import _run_folder
+        from lit_seg.train.callbacks import _run_folder
 
         run = _run_folder(trainer)
         self._folder = Path(self.output_dir) if self.output_dir else Path(run or ".") / "predictions"
@@ -130,7 +130,7 @@ class SegmentationWriter(BasePredictionWriter):
                 picture.putpalette(_palette_bytes(palette, len(class_names)))
                 picture.save(path)
             if self.overlays:
-                from lit_seg.visualize import denormalize, prediction_overlay
+                from lit_seg.inference.visualize import denormalize, prediction_overlay
 
                 drawn = prediction_overlay(denormalize(image.cpu()), None, mask, class_names, palette=palette,
                                            ignore_index=getattr(pl_module, "ignore_index", 255))

@@ -1,6 +1,6 @@
 """FLOPs of a module's forward pass, counted the same way everywhere (run summaries, cost harness).
 
-    from lit_seg.flops import count_flops
+    from lit_seg.train.flops import count_flops
     count_flops(head, features)            # int: FLOPs of head(features), no autograd graph
 
 Counting is :class:`torch.utils.flop_counter.FlopCounterMode`'s: a multiply-add is 2 FLOPs, and

@@ -129,7 +129,7 @@ def resume_into(csv, folder: Path, checkpoint: dict | None) -> str:
     csv.init_args.save_dir = str(folder.parent.parent)
     csv.init_args.name, csv.init_args.version = folder.parent.name, folder.name
     if csv.class_path == "lightning.pytorch.loggers.CSVLogger":  # a run from before ResumableCSVLogger
-        csv.class_path = "lit_seg.fault_tolerance.ResumableCSVLogger"
+        csv.class_path = "lit_seg.train.fault_tolerance.ResumableCSVLogger"
     return folder.name.rsplit("-", 1)[-1]
 
 

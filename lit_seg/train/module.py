@@ -14,13 +14,13 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_seg.errors import ConfigError
 from lit_seg.inference import segment
-from lit_seg.losses import CrossEntropy, OhemCrossEntropy, masked_cross_entropy
-from lit_seg.metrics import named_scores
 from lit_seg.models.encoder import build_encoder
 from lit_seg.models.encoder_decoder import EncoderDecoder, HeadFactory
 from lit_seg.models.gc_backbone import insert_global_context
 from lit_seg.models.heads import FCNHead
-from lit_seg.optim import SGD, PolyLR
+from lit_seg.train.losses import CrossEntropy, OhemCrossEntropy, masked_cross_entropy
+from lit_seg.train.metrics import named_scores
+from lit_seg.train.optim import SGD, PolyLR
 
 # Called with the optimiser and the total number of optimiser steps of the run.
 SchedulerCallable = Callable[[Optimizer, int], LRScheduler]
@@ -54,7 +54,7 @@ class SegmentationModule(pl.LightningModule):
         lr_scheduler: called with the optimiser and the run's total steps; stepped every
             iteration (poly, power 0.9, by default).
         ignore_index: label value excluded from loss and metrics.
-        loss: ``ce`` (cross-entropy) or ``ohem`` (:class:`~lit_seg.losses.OhemCrossEntropy`, as
+        loss: ``ce`` (cross-entropy) or ``ohem`` (:class:`~lit_seg.train.losses.OhemCrossEntropy`, as
             mmseg's OHEMPixelSampler) for the head's outputs; the auxiliary head always uses
             ``ce`` (mmseg's OHEM configs set the sampler on the decode head only).
         ohem_thresh: OHEM keeps pixels whose probability of the true class is below this...
@@ -139,7 +139,7 @@ class SegmentationModule(pl.LightningModule):
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         # One confusion matrix over the whole set (summed across processes): every metric comes
-        # from it (lit_seg.metrics), so mIoU is the official one, not a mean of per-image values.
+        # from it (lit_seg.train.metrics), so mIoU is the official one, not a mean of per-image values.
         self.val_confmat = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
         # The last evaluation's matrix (C, C) on the CPU, for ConfusionMatrixLogger and summary.json.
         self.last_confmat: Tensor | None = None
@@ -183,7 +183,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_confmat.update(scores.argmax(dim=1), masks)
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        # mIoU, mAcc, aAcc, mDice and per-class IoU/Acc/Dice (lit_seg.metrics); classes absent from
+        # mIoU, mAcc, aAcc, mDice and per-class IoU/Acc/Dice (lit_seg.train.metrics); classes absent from
         # both labels and predictions are NaN and left out of the means.
         confmat = self.val_confmat.compute()
         self.last_confmat = confmat.detach().cpu()
