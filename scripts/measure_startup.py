@@ -28,7 +28,7 @@ import torch, lightning.pytorch  # noqa: E401
 marks["import torch + lightning"] = time.perf_counter()
 import wandb  # noqa: F401
 marks["import wandb"] = time.perf_counter()
-import lit_seg.cli as cli
+import lit_seg.cli.command as cli
 marks["import lit_seg"] = time.perf_counter()
 
 import lightning.pytorch as pl

@@ -45,7 +45,8 @@ def expand_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[str]:
     content = {} if content is None else content
     if not isinstance(content, dict):
         raise ConfigError(f"config file {path} holds a YAML {type(content).__name__}, not a mapping of settings: "
-                          f"write `key: value` lines (model:, data:, trainer: ...), as experiments/base.yaml does")
+                          f"write `key: value` lines (model:, data:, trainer: ...), as "
+                          f"experiments/_base_/runtime.yaml does")
     if "_base_" not in content:
         return [str(path)]
     bases = content.pop("_base_")

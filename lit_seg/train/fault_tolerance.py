@@ -1,6 +1,6 @@
 """Nothing lost when a run is stopped, crashes or goes wrong.
 
-All of it is switched on in ``experiments/base.yaml`` (and ``experiments/cityscapes/base.yaml``):
+All of it is switched on in ``experiments/_base_/runtime.yaml``, the runtime every recipe includes:
 
 - :class:`AtomicCheckpointIO` (``trainer.plugins``): a checkpoint is written to a temporary file
   next to it, fsynced and renamed over the old one, so ``kill -9`` or a full disk never leaves a
