@@ -51,6 +51,7 @@ from lit_seg.errors import ConfigError, RunError
 
 RESUME_HINT = "lit-seg fit --resume {run}"
 
+
 class CheckpointWriteError(RunError):
     """A checkpoint could not be written (disk full, no permission); the previous one is intact."""
 
