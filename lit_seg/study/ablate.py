@@ -49,6 +49,7 @@ from pathlib import Path
 import yaml
 
 from lit_seg.cli import merged_config, run_lock
+from lit_seg.cli.run_folder import RUNS_DIR
 from lit_seg.errors import ConfigError, RunError
 from lit_seg.study import columns as columns_
 
@@ -514,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r.update(costs[row_key(r)[:2]])
         write_rows(results, rows)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-    logs = Path("runs") / "ablations" / name
+    logs = Path(RUNS_DIR) / "ablations" / name
     logs.mkdir(parents=True, exist_ok=True)
     try:  # one runner per ablation: a second one would start the same runs beside the first's
         run_lock.acquire(logs, what="ablation folder")
