@@ -79,40 +79,51 @@ def _expand(arg: str) -> str:
     return str(matches[0]) if len(matches) == 1 else arg
 
 
-def serve(cases: list[dict], timeout: float) -> list[dict]:
+def serve(cases: list[dict], timeout: float, jobs: int = 1) -> list[dict]:
+    """Forks one child per case, at most ``jobs`` at a time (in order), each killed after ``timeout`` s."""
     import lit_seg.cli  # noqa: F401 - the imports the children share
 
-    results = []
+    results: list[dict | None] = [None] * len(cases)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, case in enumerate(cases):
-            out, err = os.path.join(tmp, f"{i}.out"), os.path.join(tmp, f"{i}.err")
-            pid = os.fork()
-            if pid == 0:
-                _child(case["args"], case["cwd"], case["env"], out, err)
-            deadline = time.monotonic() + timeout
-            while True:
+        def files(i: int) -> tuple[str, str]:
+            return os.path.join(tmp, f"{i}.out"), os.path.join(tmp, f"{i}.err")
+
+        def read(path: str) -> str:
+            return Path(path).read_text(errors="replace") if os.path.exists(path) else ""
+
+        running: dict[int, tuple[int, float]] = {}  # pid -> (case index, deadline)
+        pending = list(range(len(cases)))
+        while pending or running:
+            while pending and len(running) < jobs:
+                i = pending.pop(0)
+                pid = os.fork()
+                if pid == 0:
+                    _child(cases[i]["args"], cases[i]["cwd"], cases[i]["env"], *files(i))
+                running[pid] = (i, time.monotonic() + timeout)
+            for pid, (i, deadline) in list(running.items()):
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     code = os.waitstatus_to_exitcode(status)
-                    break
-                if time.monotonic() > deadline:
+                elif time.monotonic() > deadline:
                     os.kill(pid, 9)
                     os.waitpid(pid, 0)
                     code = -9
-                    break
-                time.sleep(0.05)
-            def read(path):
-                return Path(path).read_text(errors="replace") if os.path.exists(path) else ""
-            results.append({"returncode": code, "stdout": read(out), "stderr": read(err)})
+                else:
+                    continue
+                del running[pid]
+                out, err = files(i)
+                results[i] = {"returncode": code, "stdout": read(out), "stderr": read(err)}
+            time.sleep(0.05)
     return results
 
 
 def run_many(cases: list[tuple[list[str], Path, dict[str, str]]],
-             timeout: float = 120) -> list[subprocess.CompletedProcess]:
-    """Runs each ``(args, cwd, extra env)`` as ``python -m lit_seg *args`` (see the module docstring)."""
+             timeout: float = 120, jobs: int = 1) -> list[subprocess.CompletedProcess]:
+    """Runs each ``(args, cwd, extra env)`` as ``python -m lit_seg *args`` (see the module docstring);
+    ``jobs`` > 1 runs that many at once, for commands that do not depend on each other's results."""
     base = {**os.environ, "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
     payload = [{"args": list(args), "cwd": str(cwd), "env": {**base, **env}} for args, cwd, env in cases]
-    done = subprocess.run([sys.executable, "-m", "tests.cli_fork", str(timeout)], input=json.dumps(payload),
+    done = subprocess.run([sys.executable, "-m", "tests.cli_fork", str(timeout), str(jobs)], input=json.dumps(payload),
                           capture_output=True, text=True, cwd=ROOT, env=base, timeout=60 + timeout * len(cases),
                           check=False)
     if done.returncode != 0 or _MARK not in done.stdout:
@@ -123,5 +134,6 @@ def run_many(cases: list[tuple[list[str], Path, dict[str, str]]],
 
 
 if __name__ == "__main__":
-    results = serve(json.load(sys.stdin), float(sys.argv[1]) if len(sys.argv) > 1 else 120.0)
+    results = serve(json.load(sys.stdin), float(sys.argv[1]) if len(sys.argv) > 1 else 120.0,
+                    int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     sys.stdout.write(_MARK + json.dumps(results))

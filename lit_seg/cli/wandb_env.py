@@ -4,6 +4,8 @@ inside `wandb agent`, the sweep's run id.
 """
 
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from lit_seg.errors import ConfigError
@@ -79,3 +81,47 @@ def skip_unstaged_launch_inputs() -> None:
 
     apply_staged_inputs_only._lit_seg_skips_unstaged = True
     Run._detect_and_apply_job_inputs = apply_staged_inputs_only
+
+
+def start_wandb_service_early(argv: Sequence[str]) -> threading.Thread | None:
+    """Start W&B's service process in the background while the CLI parses and builds the model.
+
+    ``wandb.init`` starts that process (``wandb-core``) and waits for it; started first, it overlaps
+    the CLI's parse and model build (0.26 s less start-up, README "Cost of each operator"; ``wandb.setup``,
+    thread-safe: ``wandb.init`` later waits on the same lock, then finds the service running).
+    Only for a run that will log to W&B here: a Lightning subcommand, a config naming the
+    WandbLogger, W&B not disabled, rank zero (the other DDP ranks do not log). Any failure is left
+    for ``wandb.init`` to report.
+    """
+    if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
+        return None
+    if os.environ.get("WANDB_MODE") == "disabled" or os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true"):
+        return None
+    from lit_seg.cli.run_folder import process_rank
+
+    if process_rank() != 0 or not any("WandbLogger" in _config_text(arg) for arg in argv):
+        return None
+
+    def setup() -> None:
+        try:
+            import wandb
+
+            wandb.setup()
+        except Exception:  # noqa: BLE001 - wandb.init starts it again and says what is wrong
+            pass
+
+    thread = threading.Thread(target=setup, name="lit-seg-wandb-service", daemon=True)
+    thread.start()
+    return thread
+
+
+def _config_text(arg: str) -> str:
+    """A command-line value as text: a config part's YAML (inline, as expand_bases gives it, or its file)."""
+    if "\n" in arg or "WandbLogger" in arg:
+        return arg
+    if arg.endswith((".yaml", ".yml")):
+        try:
+            return Path(arg).read_text()
+        except OSError:
+            return ""
+    return ""

@@ -34,7 +34,9 @@ def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path)
     spec.write_text(yaml.safe_dump({"experiments": ["fcn", "ccnet_r*"], "seeds": [0, 1],
                                     "overrides": ["--trainer.max_epochs=1", *TINY_FIT[2:]]}))
     # ccnet_r* also matches r2 and r3: narrow it from the command line, as a user would.
-    done = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"), cwd=tmp_path)
+    # Two at a time (one thread each), as the README's suite runs.
+    done = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"),
+                  "--jobs", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "4 runs" in done.stdout and "0 already finished" in done.stdout
     rows = _rows(tmp_path / "results" / "tiny.csv")
