@@ -58,8 +58,8 @@ class LitSegCLI(LightningCLI):
 
     def __init__(self, args: Sequence[str] | None = None, run_folder: RunFolder | None = None, **kwargs) -> None:
         self.run_folder = run_folder if run_folder is not None else RunFolder()
-        given = list(sys.argv[1:] if args is None else args)
-        self._chosen_subcommand = given[0] if given else None
+        given = sys.argv[1:] if args is None else args  # LightningCLI also takes a dict or Namespace
+        self._chosen_subcommand = given[0] if isinstance(given, (list, tuple)) and given else None
         super().__init__(
             SegmentationModule,
             pl.LightningDataModule,
