@@ -20,6 +20,7 @@ from lit_seg.cli.config import expand_argv
 from lit_seg.cli.run_folder import RunFolder
 from lit_seg.cli.wandb_env import check_wandb_mode, skip_unstaged_launch_inputs, start_wandb_service_early
 from lit_seg.errors import ConfigError, RunError
+from lit_seg.train.callbacks import RunSummary
 from lit_seg.train.module import SegmentationModule
 
 
@@ -147,6 +148,9 @@ class LitSegCLI(LightningCLI):
         from lit_seg.cli.console import drop_wandb_anonymous
 
         drop_wandb_anonymous(self.trainer)
+        for callback in getattr(self.trainer, "callbacks", []):
+            if isinstance(callback, RunSummary):
+                callback.defer_console_line = True  # main() prints it after W&B's own last lines
         if self._checkpoint is not None:
             check_checkpoint_fits(self._checkpoint, self.model, self._get(self.config, "ckpt_path"))
             self._checkpoint = None
@@ -245,7 +249,7 @@ def main(args: Sequence[str] | None = None) -> None:
             raise SystemExit(check_data(argv[1:]))
         # Through sys.argv, not args=: LightningCLI warns when it is given both.
         sys.argv = [sys.argv[0], *argv]
-        LitSegCLI(run_folder=run)
+        _end_console(LitSegCLI(run_folder=run))
     except ConfigError as err:
         run.remove_if_unused()
         print(f"lit-seg: error: {_one_line(err)}", file=sys.stderr)
@@ -278,6 +282,26 @@ def main(args: Sequence[str] | None = None) -> None:
     except Exception:  # an unexpected error: its traceback is shown, the empty run folder is not left
         run.remove_if_unused()
         raise
+
+
+def _end_console(cli: LitSegCLI) -> None:
+    """The console's last line is the run's summary (best val/mIoU, run folder, how to view it): the
+    W&B run is finished first, so that its closing lines (an offline run's `wandb sync` command)
+    come before it rather than at exit, after it."""
+    lines = [callback.console_line for callback in getattr(getattr(cli, "trainer", None), "callbacks", [])
+             if isinstance(callback, RunSummary) and callback.console_line]
+    if not lines:
+        return
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            try:
+                wandb.finish()
+            except Exception as err:  # noqa: BLE001 - training is done and saved; say it, do not fail the run
+                print(f"lit-seg: note: W&B could not finish the run ({err}); its files are in the run folder",
+                      file=sys.stderr)
+    print(lines[-1], flush=True)
 
 
 def _lightning_setting_error(err: ValueError) -> str | None:

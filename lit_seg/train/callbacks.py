@@ -66,6 +66,10 @@ class RunSummary(pl.Callback):
         self.count_head_flops = count_head_flops
         self.query_dependence_images = query_dependence_images
         self._query_dependence: float | None = None
+        # The CLI prints the console's last line itself, after W&B's run has printed its own end
+        # (lit_seg.cli.command.main); anywhere else this callback prints it at the end of fit.
+        self.defer_console_line = False
+        self.console_line: str | None = None
         self._start = time.monotonic()
         self._head_flops: int | None = None
         self._head_flops_input: list[int] | None = None
@@ -199,7 +203,6 @@ class RunSummary(pl.Callback):
         self._write(trainer, pl_module)
         self._say(trainer)
 
-
     @rank_zero_only
     def _say(self, trainer: pl.Trainer) -> None:
         """The console's last line: best val/mIoU and its epoch, the run folder, how to view the run."""
@@ -212,7 +215,9 @@ class RunSummary(pl.Callback):
         run = wandb.experiment if wandb is not None else None
         url = getattr(run, "url", None) if run is not None and not getattr(run, "offline", True) else None
         best, epoch = self._best if self._best is not None else (None, None)
-        print(summary_line(best, epoch, str(folder), url or None), flush=True)
+        self.console_line = summary_line(best, epoch, str(folder), url or None)
+        if not self.defer_console_line:
+            print(self.console_line, flush=True)
 
 
 class AttentionMapLogger(pl.Callback):

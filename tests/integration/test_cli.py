@@ -13,7 +13,7 @@ import yaml
 from lit_seg.cli import expand_argv, main
 from lit_seg.errors import ConfigError
 from lit_seg.train.module import SegmentationModule
-from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg
+from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg, subprocess_env
 
 
 def test_base_include_expands_to_base_then_the_experiments_own_keys(tmp_path):
@@ -179,3 +179,20 @@ def test_a_run_with_wandb_as_its_only_logger_keeps_its_checkpoints_in_the_run_fo
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     state = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert state["epoch"] == 1 and state["global_step"] == 6  # 3 steps an epoch, two epochs
+
+
+def test_the_console_ends_with_the_summary_line_after_wandbs_own_lines(tmp_path):
+    # As a user's terminal shows it: one stream, W&B not silenced (its offline run prints
+    # "wandb sync <dir>" when it finishes; that must come before lit-seg's last line, not after).
+    env = {k: v for k, v in subprocess_env(WANDB_MODE="offline", HF_HUB_OFFLINE="0").items() if k != "WANDB_SILENT"}
+    done = subprocess.run([sys.executable, "-m", "lit_seg", "fit", "--config", str(EXPERIMENTS / "ccnet_r2.yaml"),
+                           *TINY_FIT], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    (folder,) = (tmp_path / "runs" / "ccnet_r2").iterdir()
+    best = json.loads((folder / "summary.json").read_text())["val/mIoU_best"]
+    assert lines[-1] == (f"lit-seg: best val/mIoU {best:.4f} (epoch 1) | run runs/ccnet_r2/{folder.name} | "
+                         f"view: wandb leet runs/ccnet_r2/{folder.name}/wandb"), lines[-6:]
+    assert any("wandb sync" in line for line in lines[:-1]), "W&B's own end of the offline run is not shown"
+    assert sum(line.startswith("lit-seg: best val/mIoU") for line in lines) == 1
