@@ -67,7 +67,7 @@ class RunSummary(pl.Callback):
         self.query_dependence_images = query_dependence_images
         self._query_dependence: float | None = None
         # The CLI prints the console's last line itself, after W&B's run has printed its own end
-        # (lit_seg.cli.command.main); anywhere else this callback prints it at the end of fit.
+        # (lit_seg.cli.command._end_console); anywhere else this callback prints it at the end of fit.
         self.defer_console_line = False
         self.console_line: str | None = None
         self._start = time.monotonic()

@@ -42,4 +42,7 @@ def test_an_unknown_subcommand_is_still_a_one_line_error(built, capsys):
         main(["fitt", "--config", "experiments/ccnet_r2.yaml"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "fitt" in err[0] and "fit" in err[0], err
+    assert len(err) == 1 and err[0].startswith("lit-seg: error: "), err
+    # Not a subcommand: every parser is built, so the error still names every choice.
+    assert "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in err[0], err
+    assert built == ["fit", "validate", "test", "predict"]

@@ -121,7 +121,7 @@ def test_the_map_measured_per_head():
 
 
 @pytest.mark.slow
-def test_run_summary_writes_query_dependence_at_the_end_of_a_fit(tmp_path, monkeypatch):
+def test_run_summary_writes_query_dependence_at_the_end_of_a_fit(tmp_path, monkeypatch, capsys):
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
@@ -138,9 +138,12 @@ def test_run_summary_writes_query_dependence_at_the_end_of_a_fit(tmp_path, monke
     trainer = Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0,
                       logger=[CSVLogger(tmp_path, name="run"), wandb], enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[RunSummary(count_head_flops=False, query_dependence_images=2)],
+                      callbacks=[summary := RunSummary(count_head_flops=False, query_dependence_images=2)],
                       default_root_dir=tmp_path)
     trainer.fit(module, data)
+    # Outside the CLI (which prints it last, after W&B's own lines) the callback prints its line itself.
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lit-seg: best val/mIoU")]
+    assert summary.console_line is not None and printed == [summary.console_line]
     (path,) = tmp_path.glob("run/*/summary.json")
     saved = json.loads(path.read_text())["query_dependence"]
     expected = query_dependence(module.model.to("cpu"), [data.splits["val"][i][0] for i in range(2)])
