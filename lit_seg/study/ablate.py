@@ -18,7 +18,8 @@ tasks (overlays under ``experiments/tasks/``, by name, or paths of YAML files)::
 
 Each run is ``python -m lit_seg fit --config <experiment> [--config <task>] --seed_everything
 <seed> --group <ablation> <overrides>`` in its own process, its output in
-``runs/ablations/<ablation>/``. After each run one row goes into ``results/<ablation>.csv``
+``runs/ablations/<ablation>/`` (in a subfolder per set of overrides, :func:`log_folder`). After
+each run one row goes into ``results/<ablation>.csv``
 (rewritten atomically): experiment, task (the overlay's name; empty without tasks), head and its
 options, seed, best and final ``val/mIoU``, pixel accuracy, per-class IoU, the attention's
 query dependence (``summary.json``'s, :mod:`lit_seg.inference.query_dependence`), parameters,
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -185,6 +187,20 @@ def _label(experiment: Path, task: Path | None, seed: int | None = None) -> str:
     """``ccnet_r2 on recurrence seed 1`` (``ccnet_r2 seed 1`` without a task) for the messages."""
     on = f" on {task.stem}" if task is not None else ""
     return f"{experiment.stem}{on}" + (f" seed {seed}" if seed is not None else "")
+
+
+def log_folder(ablation: str, overrides: str, root: Path | None = None) -> Path:
+    """Where an ablation's run logs go: ``runs/ablations/<ablation>/``, and below it one folder per
+    set of overrides (``--trainer.precision=bf16-mixed`` -> ``trainer.precision=bf16-mixed/``).
+    A log leads the next call to its run folder (a lost row recovered, a cut-off run resumed), so a
+    call with other overrides must not find it: it would take the other runs' results as its own."""
+    base = (root or Path(RUNS_DIR)) / "ablations" / ablation
+    if not overrides:
+        return base
+    slug = re.sub(r"[^A-Za-z0-9=.,+_-]+", "_", overrides.replace("--", " ").strip())
+    if len(slug) > 80:  # a long override list: readable start, identity from its hash
+        slug = f"{slug[:60]}-{hashlib.sha1(overrides.encode()).hexdigest()[:12]}"
+    return base / slug
 
 
 def log_name(experiment: Path, task: Path | None, seed: int) -> str:
@@ -515,10 +531,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r.update(costs[row_key(r)[:2]])
         write_rows(results, rows)
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-    logs = Path(RUNS_DIR) / "ablations" / name
+    lock = Path(RUNS_DIR) / "ablations" / name
+    logs = log_folder(name, override_text)
     logs.mkdir(parents=True, exist_ok=True)
-    try:  # one runner per ablation: a second one would start the same runs beside the first's
-        run_lock.acquire(logs, what="ablation folder")
+    try:  # one runner per ablation (whatever its overrides: they share the results file)
+        run_lock.acquire(lock, what="ablation folder")
     except RunError as err:
         print(f"ablate: error: {err}", file=sys.stderr)
         return 2

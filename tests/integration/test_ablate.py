@@ -93,14 +93,25 @@ def test_runs_every_experiment_and_seed_then_resumes_without_rerunning(tmp_path)
     assert recovered[-1]["val_mIoU_best"] == rows[-1]["val_mIoU_best"] and recovered[-1]["status"] == "finished"
     assert sorted((tmp_path / "runs").glob("*/*")) == folders
 
+    # Other overrides are other runs: the finished run of the same experiment and seed is neither
+    # skipped nor recovered from its log (it would pass the other runs' results off as its own).
+    other = ablate(str(spec), "--experiments", "fcn", "--seeds", "0", "--results", str(tmp_path / "results"),
+                   "--no-cost", "--", "--trainer.max_epochs=1", cwd=tmp_path)
+    assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
+    assert "0 already finished" in other.stdout and "fcn seed 0: running" in other.stdout
+    new = [r for r in _rows(tmp_path / "results" / "tiny.csv") if r not in recovered]
+    assert len(new) == 1 and new[0]["overrides"].endswith("--trainer.max_epochs=1")
+    assert new[0]["run_folder"] not in {r["run_folder"] for r in recovered}
+    assert new[0]["log"] != next(r["log"] for r in recovered if (r["experiment"], r["seed"]) == ("fcn", "0"))
+
     # Costs measured again (e.g. on a quiet machine) update every finished row, and run nothing.
     recost = ablate(str(spec), "--experiments", "fcn", "ccnet_r1", "--results", str(tmp_path / "results"),
                     "--remeasure-cost", cwd=tmp_path)
     assert recost.returncode == 0 and ": running" not in recost.stdout
     assert "cost of fcn" in recost.stdout and "cost of ccnet_r1" in recost.stdout
-    final = _rows(tmp_path / "results" / "tiny.csv")
+    final = [r for r in _rows(tmp_path / "results" / "tiny.csv") if r["overrides"] == rows[0]["overrides"]]
     assert len(final) == 4 and all(float(r["head_fwdbwd_ms"]) > 0 for r in final)
-    assert [r["run_folder"] for r in final] == [r["run_folder"] for r in _rows(tmp_path / "results" / "tiny.csv")]
+    assert [r["run_folder"] for r in final] == [r["run_folder"] for r in recovered]
 
 
 def test_failed_run_is_recorded_and_retried(tmp_path):
@@ -157,11 +168,13 @@ def test_run_cut_off_midway_goes_on_from_its_checkpoint(tmp_path):
     common = ["--name", "cut", "--experiments", "fcn", "--seeds", "0", "--no-cost", "--results", str(tmp_path)]
     tiny = ["--trainer.max_epochs=1", *TINY_FIT[2:]]
     # Ctrl-C reaches the run during its step 1 (what a Ctrl-C of the ablation does to its runs).
-    first = ablate(*common, "--", *tiny, hook("SignalAtStep", step=1, signum=int(signal.SIGINT)), cwd=tmp_path)
+    # The same command again (the hook too: a resumed run goes on after step 1, where it fires no more).
+    interrupted = [*tiny, hook("SignalAtStep", step=1, signum=int(signal.SIGINT))]
+    first = ablate(*common, "--", *interrupted, cwd=tmp_path)
     assert first.returncode == 1 and "FAILED (exit 130)" in first.stdout
     (folder,) = (tmp_path / "runs" / "fcn").iterdir()
     assert (folder / "checkpoints" / "last.ckpt").is_file()
-    again = ablate(*common, "--", *tiny, cwd=tmp_path)
+    again = ablate(*common, "--", *interrupted, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:]
     assert f"resuming {folder.relative_to(tmp_path)}" in again.stdout
     row = next(r for r in _rows(tmp_path / "cut.csv") if r["status"] == "finished")

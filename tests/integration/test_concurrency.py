@@ -14,6 +14,7 @@ import pytest
 
 from lit_seg.cli import run_lock
 from lit_seg.errors import RunError
+from lit_seg.study.ablate import log_folder
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg, subprocess_env
 from tests.fault_runs import hook
 
@@ -93,11 +94,10 @@ def test_two_resumes_of_one_run_at_once_leave_one_writer(tmp_path):
 
 @pytest.mark.slow
 def test_ablation_runner_killed_takes_its_run_with_it_and_the_rerun_is_clean(tmp_path):
+    overrides = [*TINY_FIT, hook("SleepAtStep", step=4, seconds=20)]
     ablate = [sys.executable, "-m", "lit_seg", "ablate", "--experiments-dir", str(EXPERIMENTS), "--name", "killed",
-              "--experiments", "fcn",
-              "--seeds", "0", "--no-cost", "--results", str(tmp_path), "--",
-              *TINY_FIT, hook("SleepAtStep", step=4, seconds=20)]
-    log = tmp_path / "runs" / "ablations" / "killed" / "fcn-seed0.log"
+              "--experiments", "fcn", "--seeds", "0", "--no-cost", "--results", str(tmp_path), "--", *overrides]
+    log = log_folder("killed", " ".join(overrides), tmp_path / "runs") / "fcn-seed0.log"
     runner = subprocess.Popen(ablate, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
