@@ -454,6 +454,36 @@ def format_profile(profile: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return _by_task(profile, cells)
 
 
+def compare_profiles(df: pd.DataFrame, other: pd.DataFrame, metric: str = PROFILE_METRIC) -> pd.DataFrame:
+    """Two ablations of the same experiments and tasks side by side (the suite in bf16 against fp32,
+    after a code change against before): per experiment and task (:func:`task_profile`'s index and
+    order, of ``df``; pairs in only one of them included) ``n``, ``mean``, ``std`` of each
+    (``_other`` suffixed for ``other``), ``delta`` (mean - mean_other) and ``vs_other``,
+    :func:`differs` of ``df`` against ``other``."""
+    mine = task_profile(df, metric)[["n", "mean", "std"]]
+    theirs = task_profile(other, metric)[["n", "mean", "std"]].add_suffix("_other")
+    both = mine.join(theirs, how="outer")
+    order = list(mine.index) + [key for key in theirs.index if key not in mine.index]
+    both = both.loc[order]
+    both["delta"] = both["mean"] - both["mean_other"]
+    both["vs_other"] = [differs(m, s, mo, so) for m, s, mo, so in
+                        zip(both["mean"], both["std"], both["mean_other"], both["std_other"])]
+    return both
+
+
+def format_comparison(comparison: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`compare_profiles` for reading: experiments x tasks, ``this vs other (Δ)``, marked ``↑``
+    (``↓``) where this is above (below) the other by the rule; ``–`` for a side without runs."""
+    cells = {}
+    for key, row in comparison.iterrows():
+        this = "–" if not row["n"] or pd.isna(row["n"]) else format_mean_std(row["mean"], row["std"], digits)
+        that = ("–" if not row["n_other"] or pd.isna(row["n_other"]) else
+                format_mean_std(row["mean_other"], row["std_other"], digits))
+        delta = "" if pd.isna(row["delta"]) else f" ({row['delta']:+.{digits}f})"
+        cells[key] = f"{this} vs {that}{delta}{_MARKS.get(row['vs_other'], '')}"
+    return _by_task(comparison, cells)
+
+
 def query_dependence_profile(profile: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """Experiments x tasks: the mean query dependence over seeds (``–`` without attention maps);
     empty when no run has one."""

@@ -4,6 +4,8 @@
     # -> results/all_heads.md (mean ± std over seeds, query dependence, costs) and results/all_heads.png
 
 ``lit-seg ablate`` writes both at the end of every call; this redoes them from the CSV.
+``--against results/<other>.csv`` also writes ``results/<ablation>_vs_<other>.md``: the two side by
+side per head and task, marked where they differ (the suite in bf16 against fp32, say).
 The plot: best val/mIoU (mean ± std over seeds) against the head's forward GFLOPs per image and
 its forward+backward latency at the training batch; the dashed line is FCN's mean.
 
@@ -153,13 +155,33 @@ def report(csv_path: Path) -> tuple[Path, Path]:
     return md, png
 
 
+def comparison(csv_path: Path, against: Path) -> Path:
+    """``<csv>_vs_<against>.md`` beside ``csv_path``: both ablations' final val/mIoU per head and task,
+    and where they differ by the project's rule (:func:`analysis.compare_profiles`)."""
+    table = analysis.compare_profiles(analysis.load_csv(csv_path), analysis.load_csv(against))
+    out = csv_path.with_name(f"{csv_path.stem}_vs_{against.stem}.md")
+    n = int((table["vs_other"].abs() == 1).sum())
+    told = int(table["vs_other"].notna().sum())
+    out.write_text(
+        f"# {csv_path.stem} against {against.stem}\n\n" + _markdown(analysis.format_comparison(table)) +
+        f"\n\nEach cell: final val/mIoU of `{csv_path.stem}` vs `{against.stem}`, mean ± sample std over seeds, "
+        f"and the difference of the means. ↑ / ↓: {csv_path.stem} above / below {against.stem} (the project's rule: "
+        f"{analysis.DIFFERENCE_RULE}). {n} of {told} pairs with 2 or more seeds on both sides differ.\n")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lit-seg report", description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", type=Path, nargs="+", help="results/<ablation>.csv")
+    parser.add_argument("--against", type=Path, metavar="CSV",
+                        help="also compare each CSV with this one (the same suite in another precision, or before a "
+                             "change): writes results/<csv>_vs_<against>.md")
     args = parser.parse_args(argv)
     for path in args.csv:
         md, png = report(path)
         print(f"{md}\n{png}")
+        if args.against:
+            print(comparison(path, args.against))
 
 
 if __name__ == "__main__":

@@ -102,3 +102,29 @@ def test_csv_without_tasks_keeps_its_single_table(tmp_path):
     assert "| `fcn` | FCNHead | 0.330 ± 0.020 | 3 |" in text
     md, png = report.report(path)
     assert Image.open(png).size == (int(6.5 * 110), 5 * 110)  # the cost panel as before (no latency column)
+
+
+def test_against_another_csv_compares_each_head_and_task_by_the_rule(tmp_path):
+    this = write_csv(tmp_path / "bf16.csv")
+    # The other ablation: ccnet_r2 on reach 0.880 ± 0.010 (0.03 below this one: > 2 x 0.010, a
+    # difference), gc on reach the same values (none), and no danet_cam; fcn on reach one seed only.
+    other_final = {**{k: v for k, v in FINAL.items() if k[0] != "danet_cam"},
+                   ("ccnet_r2", "reach"): [0.87, 0.88, 0.89], ("fcn", "reach"): [0.31]}
+    that = write_csv(tmp_path / "fp32.csv", other_final)
+    table = analysis.compare_profiles(analysis.load_csv(this), analysis.load_csv(that))
+    row = table.loc[("ccnet_r2", "reach")]
+    assert (row["mean"], row["std"]) == pytest.approx((0.91, 0.01)) and row["n_other"] == 3
+    assert row["mean_other"] == pytest.approx(0.88) and row["delta"] == pytest.approx(0.03)
+    assert row["vs_other"] == 1.0
+    assert table.loc[("gc", "recurrence"), "vs_other"] == 0.0 and table.loc[("gc", "reach"), "delta"] == 0.0
+    assert math.isnan(table.loc[("fcn", "reach"), "vs_other"])  # one seed on the other side: cannot tell
+    assert table.loc[("danet_cam", "recurrence"), "n"] == 3 and pd.isna(table.loc[("danet_cam", "recurrence"),
+                                                                                    "mean_other"])
+    # The file `lit-seg report bf16.csv --against fp32.csv` writes beside it.
+    report.main([str(this), "--against", str(that)])
+    lines = (tmp_path / "bf16_vs_fp32.md").read_text().splitlines()
+    assert "| experiment | reach | recurrence |" in lines
+    assert ("| `ccnet_r2` | 0.910 ± 0.010 vs 0.880 ± 0.010 (+0.030) ↑ | 0.620 ± 0.020 vs 0.620 ± 0.020 (+0.000) |"
+            in lines)
+    assert "| `danet_cam` | – | 0.310 ± 0.010 vs – |" in lines
+    assert any("1 of 5 pairs with 2 or more seeds on both sides differ" in line for line in lines)
