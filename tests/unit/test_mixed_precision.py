@@ -79,3 +79,34 @@ def test_module_channels_last_runs_the_same_model_in_nhwc():
     assert plain.on_after_batch_transfer((images, masks), 0)[0] is images
     with torch.no_grad():
         torch.testing.assert_close(nhwc(batch[0]), plain(images), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_autocast_runs_chunked_attention_and_criss_cross_in_float32():
+    """The CPU's bf16 batched products on these layouts are many times slower than float32 (README,
+    "The task suite"): under CPU autocast the chunked attention (DANet's PAM, Pyramid-OC) and the
+    criss-cross aggregation run in float32, so they give the float32 result of their inputs."""
+    from lit_seg.models.attention import CrissCrossAttention
+    from lit_seg.models.attention.functional import softmax_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 30), torch.randn(2, 4, 40), torch.randn(2, 8, 40)  # widths differ: chunked
+    ref = softmax_attention(q, k, v, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = softmax_attention(q, k, v, 0.5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+    block = CrissCrossAttention(16).eval()
+    with torch.no_grad():
+        block.gamma.fill_(0.7)
+    x = torch.randn(2, 16, 9, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+        q, k, value = block.query(x), block.key(x), block.value(x)  # the projections: bf16
+    assert q.dtype == torch.bfloat16 and out.dtype == torch.float32
+    # The attention in float32 on the bf16 projections.
+    weights = block._weights_of(q.float(), k.float())
+    column, row = weights[..., :9], weights[..., 9:]
+    v = value.float()
+    context = torch.einsum("bijk,bckj->bcij", column, v) + torch.einsum("bijk,bcik->bcij", row, v)
+    torch.testing.assert_close(out, x + 0.7 * context, rtol=1e-5, atol=1e-5)

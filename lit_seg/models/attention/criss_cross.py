@@ -30,11 +30,14 @@ class CrissCrossAttention(nn.Module):
 
     def _weights(self, x: Tensor) -> Tensor:
         """Softmax weights of every position over its column, then its row: (B, H, W, H + W)."""
-        q, k = self.query(x), self.key(x)
-        height = x.shape[-2]
+        return self._weights_of(self.query(x), self.key(x))
+
+    @staticmethod
+    def _weights_of(q: Tensor, k: Tensor) -> Tensor:
+        height = q.shape[-2]
         energy_column = torch.einsum("bcij,bckj->bijk", q, k)
         energy_row = torch.einsum("bcij,bcik->bijk", q, k)
-        self_in_column = torch.eye(height, dtype=torch.bool, device=x.device)[:, None, :]
+        self_in_column = torch.eye(height, dtype=torch.bool, device=q.device)[:, None, :]
         energy_column = energy_column.masked_fill(self_in_column, float("-inf"))
         return torch.cat([energy_column, energy_row], dim=-1).softmax(dim=-1)
 
@@ -62,7 +65,15 @@ class CrissCrossAttention(nn.Module):
         return column[:, rows, cols, :, None] * in_column + row[:, rows, cols, None, :] * in_row
 
     def forward(self, x: Tensor) -> Tensor:
-        return criss_cross_residual(x, self.gamma, self._weights(x), self.value(x))
+        q, k, value = self.query(x), self.key(x), self.value(x)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # The attention itself in float32: the CPU's bf16 einsum and batched products on the
+            # criss-cross layouts take slow paths (the CCNet heads' step 3-5x their float32 time,
+            # measured at the reach task's size); the projections above stay in bf16.
+            with torch.autocast("cpu", enabled=False):
+                return criss_cross_residual(x.float(), self.gamma, self._weights_of(q.float(), k.float()),
+                                            value.float())
+        return criss_cross_residual(x, self.gamma, self._weights_of(q, k), value)
 
 
 def criss_cross_residual(x: Tensor, gamma: Tensor, weights: Tensor, value: Tensor) -> Tensor:

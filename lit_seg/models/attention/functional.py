@@ -69,7 +69,12 @@ def softmax_attention(query: Tensor, key: Tensor, value: Tensor, scale: float) -
         # non-local block's time at C=512, 64x64).
         return out.squeeze(1).transpose(1, 2).contiguous()
     rows = max(MIN_ROWS, CHUNK_ELEMENTS // max(1, query.shape[0] * key.shape[2]))
-    return _ChunkedSoftmaxAttention.apply(*autocast_inputs(query, key, value), float(scale), rows)
+    # In float32 under autocast (this path is CPU only): the CPU's bf16 bmm / baddbmm_ on these
+    # transposed operands take a slow path, 16-28x the float32 time of DANet's PAM and Pyramid-OC
+    # heads (measured at the reach task's size, one thread).
+    inputs = autocast_inputs(query, key, value, dtype=torch.float32)
+    with torch.autocast("cpu", enabled=False):
+        return _ChunkedSoftmaxAttention.apply(*inputs, float(scale), rows)
 
 
 class _ChunkedSoftmaxAttention(torch.autograd.Function):
