@@ -36,7 +36,10 @@ class SegmentationModule(pl.LightningModule):
 
     Args:
         head: the decode head, built as ``head(encoder_channels, num_classes)``; in YAML a
-            ``class_path`` under ``lit_seg.models.heads`` with its ``init_args``.
+            ``class_path`` under ``lit_seg.models.heads`` with its ``init_args``. None: FCNHead.
+            (None rather than ``FCNHead`` as the default: jsonargparse would lay FCNHead's
+            defaults, e.g. ``dropout: 0.1``, over the head a config names, jsonargparse#460; the
+            optimiser and scheduler defaults are None for the same reason.)
         num_classes: number of classes (linked from the data module).
         class_names: names for per-class metrics (linked from the data module).
         encoder_name: any smp encoder, or a timm one as ``tu-<name>``, that supports dilation.
@@ -50,9 +53,9 @@ class SegmentationModule(pl.LightningModule):
         channels_last: run the model on NHWC (channels-last) tensors: the layout GPU tensor cores
             and the CPU's oneDNN convolutions prefer (a ccnet_r2 training step on this 2-core CPU:
             170 ms instead of 205 ms). Same model and results up to float rounding.
-        optimizer: the optimiser (SGD lr 0.01, momentum 0.9, weight decay 5e-4 by default).
+        optimizer: the optimiser; None: SGD, lr 0.01, momentum 0.9, weight decay 5e-4.
         lr_scheduler: called with the optimiser and the run's total steps; stepped every
-            iteration (poly, power 0.9, by default).
+            iteration; None: poly, power 0.9.
         ignore_index: label value excluded from loss and metrics.
         loss: ``ce`` (cross-entropy) or ``ohem`` (:class:`~lit_seg.train.losses.OhemCrossEntropy`, as
             mmseg's OHEMPixelSampler) for the head's outputs; the auxiliary head always uses
@@ -72,7 +75,7 @@ class SegmentationModule(pl.LightningModule):
 
     def __init__(
         self,
-        head: HeadFactory = FCNHead,
+        head: HeadFactory | None = None,
         num_classes: int = 19,
         class_names: Sequence[str] | None = None,
         encoder_name: str = "resnet50",
@@ -83,8 +86,8 @@ class SegmentationModule(pl.LightningModule):
         aux_weight: float = 0.4,
         aux_channels: int = 256,
         channels_last: bool = False,
-        optimizer: OptimizerCallable = SGD,
-        lr_scheduler: SchedulerCallable = PolyLR,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: SchedulerCallable | None = None,
         ignore_index: int = 255,
         loss: Literal["ce", "ohem"] = "ce",
         ohem_thresh: float = 0.7,
@@ -129,12 +132,13 @@ class SegmentationModule(pl.LightningModule):
         self.criterion = CrossEntropy(ignore_index, class_weights)
         self.head_criterion = (OhemCrossEntropy(ohem_thresh, ohem_min_kept, ignore_index, class_weights)
                                if loss == "ohem" else self.criterion)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = lr_scheduler
+        self.optimizer_factory = optimizer if optimizer is not None else SGD
+        self.scheduler_factory = lr_scheduler if lr_scheduler is not None else PolyLR
         encoder = build_encoder(encoder_name, encoder_weights, output_stride, encoder_depth)
         if encoder_gc_stages:
             encoder = insert_global_context(encoder, encoder_gc_stages)
-        self.model = EncoderDecoder(encoder, head, num_classes, aux_weight, aux_channels)
+        self.model = EncoderDecoder(encoder, head if head is not None else FCNHead, num_classes, aux_weight,
+                                    aux_channels)
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)

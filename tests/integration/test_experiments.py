@@ -75,8 +75,18 @@ def test_experiment_instantiates_and_trains(path, tmp_path):
     expected = own["head"]["class_path"]
     assert f"{type(head).__module__.rsplit('.', 1)[0]}.{type(head).__name__}" == expected
     assert head.channels == 64  # the base's small head width carries over
-    for key, value in own["head"].get("init_args", {}).items():
+    stated = own["head"].get("init_args", {})
+    for key, value in stated.items():
         assert cli.config.model.head.init_args[key] == value, key
+    # What the files leave unstated is the head's own default, never the default of the head the
+    # base (or the module) names first (jsonargparse#460 gave every OCNet head FCN's dropout 0.1).
+    signature = inspect.signature(type(head)).parameters
+    for key, value in cli.config.model.head.init_args.items():
+        if key not in stated:
+            default = signature[key].default
+            assert value == (list(default) if isinstance(default, tuple) else default), key
+    official_dropout = {"oc_base": 0.05, "oc_pyramid": 0.05, "oc_asp": 0.1}.get(path.stem, head.dropout.p)
+    assert head.dropout.p == official_dropout
     assert list(cli.config.model.encoder_gc_stages) == own.get("encoder_gc_stages", [])
     assert cli.config.experiment == path.stem
 

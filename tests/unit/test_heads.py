@@ -28,7 +28,6 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "nonlocal_dot_sub": (NonLocalHead, {"mode": "dot_product", "sub_sample": True}),
     "nonlocal_concat": (NonLocalHead, {"mode": "concatenation"}),
     "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
-    "oc_asp_leaky": (HEAD_LIST["oc_asp"].head, {"mode": "asp", "activation": "leaky_relu"}),
 }
 
 
@@ -40,6 +39,37 @@ def build(name: str, channels: int = 16, **extra):
 def features(height: int, width: int, batch: int = 2) -> list[torch.Tensor]:
     """Encoder features as the heads see them; only the deepest (the heads' input) has its real size."""
     return [torch.randn(batch, c, 1, 1) for c in CHANNELS[:-1]] + [torch.randn(batch, CHANNELS[-1], height, width)]
+
+
+@pytest.mark.parametrize("name", HEAD_LIST)
+def test_every_weight_of_a_fresh_head_gets_a_gradient(name):
+    """With the heads' own initialisation (zero output convs and residual scales, which the test
+    below randomises away), every weight gets a gradient within three Adam steps (the first moves
+    the zero-initialised ones off zero). Under ReLU, ASP-OC's context branch never did: its weights
+    stayed where they started and it trained as a plain ASPP. Biases are left out: a softmax or a
+    BatchNorm after them cancels some exactly (key biases, value biases before a BN)."""
+    torch.manual_seed(0)
+    head = build(name).train()
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    target = torch.randint(0, NUM_CLASSES, (2, 13, 17))
+    weights = {pname: p for pname, p in head.named_parameters() if not pname.endswith("bias")}
+    largest = dict.fromkeys(weights, 0.0)
+    for _ in range(3):
+        outputs = head(features(13, 17))
+        loss = sum(head.loss_weights[k] * F.cross_entropy(o, target) for k, o in outputs.items())
+        optimizer.zero_grad()
+        loss.backward()
+        for pname, p in weights.items():
+            largest[pname] = max(largest[pname], p.grad.abs().max().item())
+        optimizer.step()
+    assert [pname for pname, g in largest.items() if g == 0] == []
+
+
+def test_asp_oc_refuses_relu_and_defaults_to_the_official_leaky_relu():
+    head = build("oc_asp")
+    assert head.activation == "leaky_relu" and build("oc_base").activation == "relu"
+    with pytest.raises(ConfigError, match="leaky_relu"):
+        build("oc_asp", activation="relu")
 
 
 @pytest.mark.parametrize("name", HEADS)

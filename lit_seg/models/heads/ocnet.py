@@ -149,6 +149,11 @@ class OCHead(DecodeHead):
         value_channels: value width; None: the official choice (C/2 base, C pyramid, C/2 asp).
         scale: max-pool factor before the attention (saves memory); None: the official choice,
             1 for base-OC and 2 for ASP-OC. Pyramid-OC supports only 1.
+        activation: None: ``relu`` (the recipe's) for base-OC and Pyramid-OC, ``leaky_relu`` (the
+            official InPlaceABN's) for ASP-OC, which refuses ``relu``: its context branch ends in
+            conv-BN-activation on the attention's output, which starts at exactly zero (the
+            zero-initialised W), so the BN outputs its bias, 0, where ReLU's gradient is 0, and no
+            parameter of the branch ever gets a gradient.
     """
 
     def __init__(
@@ -164,10 +169,16 @@ class OCHead(DecodeHead):
         key_channels: int | None = None,
         value_channels: int | None = None,
         scale: int | None = None,
-        activation: Activation = "relu",
+        activation: Activation | None = None,
     ) -> None:
         if mode not in get_args(OCMode):
             raise ConfigError(f"OCHead: mode must be one of {get_args(OCMode)}, got {mode!r}")
+        if activation is None:
+            activation = "leaky_relu" if mode == "asp" else "relu"
+        if mode == "asp" and activation == "relu":
+            raise ConfigError("OCHead: ASP-OC cannot train its object context with activation relu (its attention "
+                              "output starts at zero, and ReLU passes no gradient there); use leaky_relu, the "
+                              "official network's, or leave activation unset")
         if mode == "pyramid" and scale not in (None, 1):
             raise ConfigError(f"OCHead: Pyramid-OC attends within regions at full resolution; scale must be 1, "
                               f"got {scale}")
