@@ -46,3 +46,16 @@ def test_an_unknown_subcommand_is_still_a_one_line_error(built, capsys):
     # Not a subcommand: every parser is built, so the error still names every choice.
     assert "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in err[0], err
     assert built == ["fit", "validate", "test", "predict"]
+
+
+def test_a_class_named_on_the_command_line_gets_its_own_defaults_not_the_modules(capsys):
+    """jsonargparse#460: a class_path replacing an init default kept that class's defaults (FCNHead's
+    dropout 0.1 in every OCNet head, SGD's lr 0.01 in Adam); the module's defaults are None for that."""
+    import yaml
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.head", "lit_seg.models.heads.OCHead", "--model.head.init_args.mode", "asp",
+              "--model.optimizer", "torch.optim.Adam", "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert model["head"]["init_args"]["dropout"] is None and model["head"]["init_args"]["activation"] is None
+    assert model["optimizer"]["init_args"]["lr"] == 0.001 and model["optimizer"]["init_args"]["weight_decay"] == 0
