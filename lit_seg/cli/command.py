@@ -4,6 +4,7 @@ one-line errors, and lit-seg's own research commands (:data:`TOOLS`).
 """
 
 import copy
+import os
 import re
 import sys
 import warnings
@@ -237,7 +238,13 @@ def main(args: Sequence[str] | None = None) -> None:
         if argv[:1] and argv[0] in TOOLS:  # commands of lit-seg's own, not LightningCLI's
             import importlib
 
-            code = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+            try:
+                code = importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+                sys.stdout.flush()  # a reader that stopped early (`| head`) shows here, not at exit
+            except BrokenPipeError:
+                # What the reader wanted it got; the rest goes nowhere, without a traceback.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise SystemExit(1) from None
             raise SystemExit(code if isinstance(code, int) else 0)
         check_wandb_mode()
         argv = expand_argv(argv)

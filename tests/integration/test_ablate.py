@@ -180,3 +180,19 @@ def test_run_cut_off_midway_goes_on_from_its_checkpoint(tmp_path):
     row = next(r for r in _rows(tmp_path / "cut.csv") if r["status"] == "finished")
     assert row["run_folder"] == str(folder.relative_to(tmp_path)) and int(row["steps"]) == 3
     assert list((tmp_path / "runs" / "fcn").iterdir()) == [folder]
+
+
+def test_a_plan_piped_into_head_ends_without_a_traceback(tmp_path):
+    """`lit-seg ablate ... --dry-run | head -1`: the reader stops early; the command says nothing more.
+    A plan longer than the pipe holds (about 100 kB), so the command is still writing when it closes."""
+    seeds = [str(seed) for seed in range(200)]
+    command = [sys.executable, "-m", "lit_seg", "ablate", "--experiments-dir", str(EXPERIMENTS), "--name", "piped",
+               "--experiments", "*", "--seeds", *seeds, "--results", str(tmp_path), "--dry-run"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(WANDB_MODE="disabled"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("ablation piped:")
+    process.stdout.close()  # as `head -1` does after its line
+    err = process.stderr.read()
+    process.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert process.returncode == 1
