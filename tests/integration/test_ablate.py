@@ -184,8 +184,9 @@ def test_run_cut_off_midway_goes_on_from_its_checkpoint(tmp_path):
 
 def test_a_plan_piped_into_head_ends_without_a_traceback(tmp_path):
     """`lit-seg ablate ... --dry-run | head -1`: the reader stops early; the command says nothing more.
-    A plan longer than the pipe holds (about 100 kB), so the command is still writing when it closes."""
-    seeds = [str(seed) for seed in range(200)]
+    A plan far longer than a pipe holds (about 0.5 MB against Linux's 64 kB), so the command is still
+    writing when the reader closes it."""
+    seeds = [str(seed) for seed in range(1000)]
     command = [sys.executable, "-m", "lit_seg", "ablate", "--experiments-dir", str(EXPERIMENTS), "--name", "piped",
                "--experiments", "*", "--seeds", *seeds, "--results", str(tmp_path), "--dry-run"]
     process = subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(WANDB_MODE="disabled"),
