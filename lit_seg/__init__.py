@@ -1,9 +1,11 @@
 """lit-seg: context (self-attention) decoders for semantic segmentation, compared fairly.
 
-Layers: ``lit_seg.models`` (operators, heads, encoder) and ``lit_seg.data`` (data sets, tasks);
-``lit_seg.train`` (the LightningModule, losses, metrics, callbacks); ``lit_seg.inference`` (evaluation
-modes, ``lit_seg.load``, predictions, export, attention maps); ``lit_seg.cli`` (the command, its run
-folders and composed configs); ``lit_seg.study`` (ablation, report, cost harness: subcommands).
+Layers, each importing only from those before it: ``lit_seg.models`` (operators, heads, encoder,
+evaluation modes) and ``lit_seg.data`` (data sets, tasks); ``lit_seg.train`` (the LightningModule,
+losses, metrics, fault tolerance, checkpoints); ``lit_seg.inference`` (``lit_seg.load``, predictions,
+export, attention maps); ``lit_seg.api`` (composed configs, runs, run folders and records:
+``api.fit``, ``api.validate``, ...); ``lit_seg.study`` (ablation, report, cost harness) and
+``lit_seg.cli`` (the command).
 """
 
 import importlib
@@ -31,13 +33,14 @@ MOVED_MODULES = {
     "lit_seg.losses": "lit_seg.train.losses",
     "lit_seg.metrics": "lit_seg.train.metrics",
     "lit_seg.optim": "lit_seg.train.optim",
-    "lit_seg.callbacks": "lit_seg.train.callbacks",
+    "lit_seg.callbacks": "lit_seg.api.callbacks",
+    "lit_seg.train.callbacks": "lit_seg.api.callbacks",
     "lit_seg.fault_tolerance": "lit_seg.train.fault_tolerance",
     "lit_seg.flops": "lit_seg.train.flops",
-    "lit_seg.checkpoints": "lit_seg.cli.checkpoints",
-    "lit_seg.run_lock": "lit_seg.cli.run_lock",
+    "lit_seg.checkpoints": "lit_seg.train.checkpoints",
+    "lit_seg.run_lock": "lit_seg.api.run_lock",
     "lit_seg.console": "lit_seg.cli.console",
-    "lit_seg.wandb_env": "lit_seg.cli.wandb_env",
+    "lit_seg.wandb_env": "lit_seg.api.wandb_env",
     "lit_seg.predict": "lit_seg.inference.predict",
     "lit_seg.export": "lit_seg.inference.export",
     "lit_seg.visualize": "lit_seg.inference.visualize",

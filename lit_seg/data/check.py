@@ -1,23 +1,14 @@
-"""``lit-seg check-data``: every file of a data set read once, before any training.
-
-    lit-seg check-data --config experiments/cityscapes/ccnet_r2.yaml [--data.init_args.root DIR]
-                       [--splits train val] [--workers 8]
-
-Takes the same ``--config`` files and ``--data`` arguments as ``lit-seg fit`` (the rest of the
-config is parsed, not built) and, for every (image, mask) pair of the train and validation splits
-(and test, if another one): the image decodes whole (a truncated file fails), the mask decodes, is
-single-channel, has its image's size and holds only values of the data set's classes or ignore,
-and at least one pixel is labelled. Each bad file is one ``lit-seg: error: ...`` line, the same
-line training would stop with; a mask without labelled pixels is a ``lit-seg: warning:`` (it adds
-nothing to training, the loss gives 0 for it). Exit status 2 if any file is bad, else 0; no run
-folder is made. Files are read by a pool of threads (the decoders release the GIL).
+"""Every file of a data set read once, before any training (``lit-seg check-data``,
+:mod:`lit_seg.study.check_data`): for every (image, mask) pair the image decodes whole (a truncated
+file fails), the mask decodes, is single-channel, has its image's size and holds only values of the
+data set's classes or ignore, and at least one pixel is labelled. Files are read by a pool of
+threads (the decoders release the GIL).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,51 +56,3 @@ def check_dataset(name: str, root: str, splits: Sequence[str], workers: int | No
     finally:
         torch.set_num_threads(threads)
     return len(pairs), errors, warnings
-
-
-def main(argv: Sequence[str]) -> int:
-    """``lit-seg check-data ARGS``: the exit status (0 all good, 2 a bad file or a bad argument)."""
-    from lit_seg.cli import LitSegCLI
-
-    class DataArgsCLI(LitSegCLI):
-        """The fit command's parser, to read ``--config`` and ``--data``; builds nothing, makes no folder."""
-
-        def add_arguments_to_parser(self, parser) -> None:
-            super().add_arguments_to_parser(parser)
-            parser.add_argument("--splits", type=list[str] | None, default=None,
-                                help="splits to check (default: the data module's train, val and test splits)")
-            parser.add_argument("--workers", type=int | None, default=None,
-                                help="reader threads (default: cores, at most 8)")
-
-        def _set_seed(self) -> None:
-            pass
-
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-        def after_instantiate_classes(self) -> None:
-            pass
-
-    sys.argv = [sys.argv[0], *argv]  # through sys.argv, not args=: LightningCLI warns when it is given both
-    cli = DataArgsCLI(run=False)
-    data = cli.config.data
-    init = data.init_args.as_dict() if hasattr(data.init_args, "as_dict") else dict(data.init_args or {})
-    if not {"dataset", "root"} <= set(init):
-        print(f"lit-seg: check-data: {data.class_path} reads no files (the built-in data set is drawn, not read): "
-              f"nothing to check", file=sys.stderr)
-        return 0
-    splits = cli.config.get("splits") or [init.get(k, d) for k, d in
-                                          (("train_split", "train"), ("val_split", "val"), ("test_split", "val"))]
-    workers = cli.config.get("workers")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
-    start = time.monotonic()
-    count, errors, warnings = check_dataset(init["dataset"], init["root"], splits, workers)
-    took = time.monotonic() - start
-    print(f"lit-seg: check-data: {count} image/mask pairs of {init['dataset']} at {init['root']} "
-          f"({', '.join(dict.fromkeys(splits))}) read in {took:.1f} s ({count / max(took, 1e-9):.1f} pairs/s): "
-          f"{errors} bad, {warnings} without labelled pixels", file=sys.stderr)
-    return 2 if errors else 0

@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lit_seg.errors import ConfigError
+from lit_seg.train.checkpoints import load_module
+
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
@@ -102,12 +105,11 @@ def inline_autograd_functions():
             del cls.apply
 
 
-def load_module(path: str | Path):
-    """A run folder (its best checkpoint) or a ``.ckpt`` -> the SegmentationModule in eval mode, on the CPU."""
-    from lit_seg.inference import load
-
-    module = load(path).module.cpu().eval()
-    module.model.to(memory_format=torch.contiguous_format)  # NCHW: what ONNX runtimes expect
+def load_for_export(path: str | Path):
+    """A run folder (its best checkpoint) or a ``.ckpt`` -> the SegmentationModule in eval mode, on the
+    CPU, in NCHW (what ONNX runtimes expect)."""
+    module = load_module(path)
+    module.model.to(memory_format=torch.contiguous_format)
     return module
 
 
@@ -119,7 +121,6 @@ def export(module, path: str | Path, format: str = "onnx", example_size: tuple[i
     a second one and compared with PyTorch (1e-4): a head whose graph bakes in the traced size
     (e.g. Python loops over regions) raises a ConfigError instead of writing a wrong model.
     """
-    from lit_seg.errors import ConfigError
 
     if format not in FORMATS:
         raise ConfigError(f"export: format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -180,17 +181,18 @@ def _runner(path: Path, format: str):
 def main(argv: Sequence[str]) -> None:
     """The ``lit-seg export`` command."""
     parser = argparse.ArgumentParser(prog="lit-seg export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", help="a run folder (runs/<experiment>/<run>: its best checkpoint) or a .ckpt file")
+    parser.add_argument("--ckpt_path", required=True,
+                        help="the trained model: a run folder (its best checkpoint) or a .ckpt")
     parser.add_argument("--format", choices=list(FORMATS), default="onnx")
-    parser.add_argument("--output", default=None,
-                        help="file to write (default: <run folder>/export/model.onnx|.pt, or beside the .ckpt)")
+    parser.add_argument("--output_dir", type=Path, default=None,
+                        help="folder of the exported model.onnx / model.pt (default: <run folder>/export, or the "
+                             ".ckpt's folder)")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
                         help="example input size for tracing (the exported model takes any size)")
     args = parser.parse_args(list(argv))
-    run = Path(args.run)
-    output = Path(args.output) if args.output else (
-        (run / "export" if run.is_dir() else run.parent) / f"{'model' if run.is_dir() else run.stem}"
-        f"{FORMATS[args.format]}")
-    written = export(load_module(run), output, args.format, tuple(args.size))
+    run = Path(args.ckpt_path)
+    folder = args.output_dir or (run / "export" if run.is_dir() else run.parent)
+    output = folder / f"{'model' if run.is_dir() else run.stem}{FORMATS[args.format]}"
+    written = export(load_for_export(run), output, args.format, tuple(args.size))
     print(f"lit-seg: wrote {written} ({args.format}; input 'images' (B, 3, H, W) normalised RGB, output 'logits' "
           f"(B, classes, H, W))", file=sys.stderr)

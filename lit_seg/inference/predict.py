@@ -25,9 +25,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
 from torch import Tensor
 
+from lit_seg.data.datasets.base import bit_palette
 from lit_seg.errors import ConfigError
+from lit_seg.inference.visualize import denormalize, prediction_overlay
+from lit_seg.train.fault_tolerance import run_folder
 
 
 def cityscapes_label_ids() -> np.ndarray:
@@ -42,9 +46,7 @@ def cityscapes_label_ids() -> np.ndarray:
     return table
 
 
-def _palette_bytes(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[int]:
-    from lit_seg.data.datasets.base import bit_palette
-
+def palette_bytes(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[int]:
     colours = [tuple(c) for c in (palette or bit_palette(max(num_classes, 1)))]
     flat = [int(v) for rgb in colours[:256] for v in rgb]
     flat += [0, 0, 0] * (256 - len(flat) // 3)
@@ -80,9 +82,7 @@ class SegmentationWriter(BasePredictionWriter):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "predict":
             return
-        from lit_seg.train.callbacks import _run_folder
-
-        run = _run_folder(trainer)
+        run = run_folder(trainer)
         self._folder = Path(self.output_dir) if self.output_dir else Path(run or ".") / "predictions"
         self.written = 0
 
@@ -110,8 +110,6 @@ class SegmentationWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Tensor,
                            batch_indices: Sequence[int] | None, batch, batch_idx: int, dataloader_idx: int) -> None:
-        from PIL import Image
-
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
         if batch_indices is None or len(batch_indices) != len(prediction):
             batch_indices = range(batch_idx * len(prediction), (batch_idx + 1) * len(prediction))
@@ -127,11 +125,9 @@ class SegmentationWriter(BasePredictionWriter):
                 Image.fromarray(to_label_ids[mask], "L").save(path)
             else:
                 picture = Image.fromarray(mask, "P")
-                picture.putpalette(_palette_bytes(palette, len(class_names)))
+                picture.putpalette(palette_bytes(palette, len(class_names)))
                 picture.save(path)
             if self.overlays:
-                from lit_seg.inference.visualize import denormalize, prediction_overlay
-
                 drawn = prediction_overlay(denormalize(image.cpu()), None, mask, class_names, palette=palette,
                                            ignore_index=getattr(pl_module, "ignore_index", 255))
                 (self._folder / "overlays" / name).parent.mkdir(parents=True, exist_ok=True)

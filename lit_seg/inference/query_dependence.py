@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_seg.inference.visualize import _check_image, _EvalMode
+from lit_seg.inference.visualize import EvalMode, check_image
 from lit_seg.models.encoder_decoder import EncoderDecoder
 
 # The one map of each head that is measured, by the names the heads give their maps (first found).
@@ -110,9 +110,9 @@ def query_dependence(model: EncoderDecoder, images: Sequence[Tensor] | Tensor, m
         raise ValueError("query_dependence needs at least one image")
     head = model.head
     distances = []
-    with _EvalMode(model):
+    with EvalMode(model):
         for image in images:
-            _check_image(image)
+            check_image(image)
             x = model.encoder(image[None])[head.in_index]
             queries = query_grid(tuple(x.shape[-2:]), max_queries).to(x.device)
             maps = query_map(head.attention_maps(x, queries))

@@ -2,8 +2,15 @@
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+
+from lit_seg.data.datasets.base import read_image
+from lit_seg.data.datasets.cityscapes import CLASS_NAMES, PALETTE
+from lit_seg.inference.predict import palette_bytes
+from lit_seg.train.checkpoints import load_module
 
 
 class Segmenter:
@@ -33,12 +40,7 @@ class Segmenter:
         return next(self.module.parameters()).device
 
     def _batch(self, image) -> tuple[Tensor, bool]:
-        import numpy as np
-        from PIL import Image
-
         if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-            from lit_seg.data.datasets.base import read_image
-
             image = read_image(image)
         elif isinstance(image, Image.Image):
             image = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
@@ -57,8 +59,6 @@ class Segmenter:
 
     def scores(self, image) -> Tensor:
         """Class scores (C, H, W) or (B, C, H, W): logits, or probabilities for multi-scale/flip."""
-        import torch
-
         images, single = self._batch(image)
         with torch.no_grad():
             scores, _ = self.module.segment(images)
@@ -70,12 +70,8 @@ class Segmenter:
 
     def colorize(self, mask: Tensor):
         """(H, W) class indices -> a palette PIL image in the data set's colours."""
-        from PIL import Image
-
-        from lit_seg.inference.predict import _palette_bytes
-
         picture = Image.fromarray(mask.to("cpu").numpy().astype("uint8"), "P")
-        picture.putpalette(_palette_bytes(self.palette, len(self.class_names)))
+        picture.putpalette(palette_bytes(self.palette, len(self.class_names)))
         return picture
 
 
@@ -83,29 +79,6 @@ def load(path, device: str = "cpu", **eval_settings) -> Segmenter:
     """A run folder (its best checkpoint and the evaluation recipe of its ``config.yaml``) or a
     ``.ckpt`` file -> :class:`Segmenter`. ``eval_settings`` override the recipe, e.g.
     ``eval_scales=(0.75, 1.0, 1.25), eval_flip=True`` or ``eval_mode="slide", eval_crop=(512, 512)``."""
-    from pathlib import Path
-
-    import yaml
-
-    from lit_seg.cli.checkpoints import read_checkpoint, run_checkpoint
-    from lit_seg.errors import ConfigError
-    from lit_seg.train.module import EVAL_ARGS, SegmentationModule
-
-    folder = Path(path)
-    ckpt = run_checkpoint(folder)
-    read_checkpoint(ckpt)  # a one-line ConfigError for a missing or foreign file
-    recipe = {}
-    if folder.is_dir() and (folder / "config.yaml").is_file():
-        model = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("model") or {}
-        recipe = {k: model[k] for k in EVAL_ARGS if model.get(k) is not None}
-    unknown = set(eval_settings) - set(EVAL_ARGS)
-    if unknown:
-        raise ConfigError(f"lit_seg.load: unknown settings {sorted(unknown)}; valid: {', '.join(EVAL_ARGS)}")
-    recipe.update(eval_settings)
-    module = SegmentationModule.load_from_checkpoint(ckpt, map_location=device, **recipe)
-    palette = None
-    from lit_seg.data.datasets.cityscapes import CLASS_NAMES, PALETTE
-
-    if list(module.class_names) == list(CLASS_NAMES):
-        palette = PALETTE
-    return Segmenter(module.to(device), palette=palette)
+    module = load_module(path, device, **eval_settings)
+    palette = PALETTE if list(module.class_names) == list(CLASS_NAMES) else None
+    return Segmenter(module, palette=palette)

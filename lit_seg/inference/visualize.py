@@ -19,11 +19,12 @@ from torch import Tensor
 from lit_seg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lit_seg.errors import ConfigError
 from lit_seg.models.encoder_decoder import EncoderDecoder
+from lit_seg.models.heads import DecodeHead
 
 Point = tuple[int, int]
 
 
-class _EvalMode:
+class EvalMode:
     """Eval mode and no_grad inside the block; the previous mode is restored after it."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -40,7 +41,7 @@ class _EvalMode:
         self.no_grad.__exit__(*exc)
 
 
-def _check_image(image: Tensor) -> None:
+def check_image(image: Tensor) -> None:
     if image.dim() != 3 or image.shape[0] != 3:
         raise ConfigError(f"expected one normalised image of shape (3, H, W), got {tuple(image.shape)}")
 
@@ -70,6 +71,14 @@ def to_feature_points(points: Sequence[Point], image_size: tuple[int, int], feat
     return torch.tensor(list(zip(rows, cols)), dtype=torch.long).reshape(-1, 2)
 
 
+def check_has_attention(model: EncoderDecoder) -> None:
+    """A ConfigError for a head that draws no attention maps (it keeps DecodeHead's, which has none)."""
+    head = model.head
+    if type(head).attention_maps is DecodeHead.attention_maps:
+        raise ConfigError(f"{type(head).__name__} has no attention maps to show; use an attention head "
+                          f"(non-local, OCNet, DANet, CCNet, GCNet)")
+
+
 def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point],
                    upsample: str = "nearest") -> dict[str, Tensor]:
     """Named attention maps of the query ``points``, at image resolution: ``{name: (Q, H, W)}``.
@@ -85,11 +94,11 @@ def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point]
     Raises :class:`ConfigError` when the head has no attention maps (e.g. FCN, PSP, ASPP) or
     a point lies outside the image.
     """
-    _check_image(image)
+    check_image(image)
     size = tuple(image.shape[-2:])
     points = check_points(points, size)
     head = model.head
-    with _EvalMode(model):
+    with EvalMode(model):
         features = model.encoder(image[None])
         x = features[head.in_index]
         queries = to_feature_points(points, size, tuple(x.shape[-2:])).to(x.device)
@@ -103,15 +112,15 @@ def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point]
 
 def predict(model: EncoderDecoder, image: Tensor) -> Tensor:
     """The predicted label map (H, W) of one normalised image (3, H, W), in eval mode, on the CPU."""
-    _check_image(image)
-    with _EvalMode(model):
+    check_image(image)
+    with EvalMode(model):
         return model(image[None])["out"][0].argmax(dim=0).cpu()
 
 
 def denormalize(image: Tensor, mean: Sequence[float] = IMAGENET_MEAN,
                 std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
     """A normalised (3, H, W) image -> uint8 RGB (H, W, 3)."""
-    _check_image(image)
+    check_image(image)
     image = image.detach().float().cpu()
     rgb = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -263,13 +263,13 @@ def run_default(args, run: Runner, machine: dict) -> None:
                 f" | {_pair(100 * ours_row['matmul_fraction'], 100 * seed_row['matmul_fraction'], 0)} |")
             if note:
                 lines.append(f"| ↳ {note} |  |  |  |  |  |  |  |  |  |  |")
-        _write_csv(args.out / "operators.csv", rows)
+        _write_csv(args.output_dir / "operators.csv", rows)
         latency = (f"median of at least {args.repeats} passes (more, up to 30, until they add up to "
                    f"{args.min_time:g} s) "
                    f"after {args.warmup} warm-up pass(es) and the counting passes; ours and the seed's alternate "
                    f"{args.rounds} time(s), each in a fresh process, and each keeps its fastest round")
         text = _header(args, "Context operators: ours vs the seeds", machine, loads, latency) + lines
-        (args.out / "operators.md").write_text("\n".join(text) + "\n")
+        (args.output_dir / "operators.md").write_text("\n".join(text) + "\n")
         print("\n".join(lines))
 
     if args.heads:
@@ -298,10 +298,10 @@ def run_default(args, run: Runner, machine: dict) -> None:
                 f" | {_num(row['peak_fwd_mib'])} | {_num(row['peak_fwdbwd_mib'])} | {_num(row['rss_fwdbwd_mib'])}"
                 f" | {_num(row['gflops_achieved'], 0)} ({_num(100 * row['matmul_fraction'], 0)}%) |"
                 + (f" {row['note']}" if row["note"] else ""))
-        _write_csv(args.out / "heads.csv", rows)
+        _write_csv(args.output_dir / "heads.csv", rows)
         latency = f"median of {args.head_repeats} passes after the counting passes"
         text = _header(args, "Decode heads", machine, loads, latency) + lines[1:]
-        (args.out / "heads.md").write_text("\n".join(text) + "\n")
+        (args.output_dir / "heads.md").write_text("\n".join(text) + "\n")
         print("\n".join(lines))
 
 
@@ -335,15 +335,15 @@ def run_sweep(args, run: Runner, machine: dict) -> None:
                 f" | {_pair(ours_row['peak_fwdbwd_mib'], seed_row['peak_fwdbwd_mib'])} | {_times(mem)}"
                 f" | {_pair(ours_row['rss_fwdbwd_mib'], seed_row['rss_fwdbwd_mib'])} |"
                 + (f" {seed_row['note'] or ours_row['note']}" if seed_row["note"] or ours_row["note"] else ""))
-    _write_csv(args.out / "sweep.csv", rows)
+    _write_csv(args.output_dir / "sweep.csv", rows)
     latency = (f"median of at least {args.sweep_repeats} pass(es) (more, up to 30, until they add up to "
                f"{args.sweep_min_time:g} s) after the counting pass, one process per point; from "
                f"{args.sweep_large}×{args.sweep_large} on the one counting pass itself (FLOP counter and memory "
                "profiler on: well under 1% of a pass of several seconds)")
     text = _header(args, "Operators vs feature size", machine, loads, latency) + lines
-    (args.out / "sweep.md").write_text("\n".join(text) + "\n")
+    (args.output_dir / "sweep.md").write_text("\n".join(text) + "\n")
     print("\n".join(lines))
-    _plot_sweep(rows, args.out / "sweep.png", args)
+    _plot_sweep(rows, args.output_dir / "sweep.png", args)
 
 
 def _plot_sweep(rows: list[dict], path: Path, args) -> None:
@@ -393,7 +393,7 @@ def run_claim(args, run: Runner, machine: dict) -> None:
             rows.append(row)
             loads.append(row["load1"])
             results[name, spec["impl"]] = row
-    _write_csv(args.out / "ccnet_claim.csv", rows)
+    _write_csv(args.output_dir / "ccnet_claim.csv", rows)
     shape = f"1×{args.claim_channels}×{size[0]}×{size[1]}"
     lines = [
         f"## CCNet's FLOPs claim on this harness: {shape}, {args.dtype}, {args.device}",
@@ -431,7 +431,7 @@ def run_claim(args, run: Runner, machine: dict) -> None:
         ]
     latency = f"median of {args.claim_repeats} pass(es) after the counting passes"
     text = _header(args, "CCNet FLOPs claim", machine, loads, latency) + lines
-    (args.out / "ccnet_claim.md").write_text("\n".join(text) + "\n")
+    (args.output_dir / "ccnet_claim.md").write_text("\n".join(text) + "\n")
     print("\n".join(lines))
 
 
@@ -482,7 +482,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process (fast; RSS then not from a fresh process)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement")
-    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    parser.add_argument("--output_dir", type=Path, default=Path("results/benchmark"))
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if not torch.cuda.is_available():
             sys.exit("--device cuda: no CUDA device")
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
     run = Runner(fresh_process=not args.in_process, timeout=args.timeout)
     machine = measure_machine(args, run)
     if args.sweep:

@@ -21,6 +21,9 @@ from typing import Any
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 
+from lit_seg.api.wandb_env import check_wandb_mode
+from lit_seg.errors import ConfigError
+
 # One line per head: runs are grouped by the `experiment` config key (also the runs' first tag),
 # not by `model.head.class_path`, because experiments of one head class differ in what an
 # ablation varies (ccnet_r1/r2/r3 are all CCHead). `experiment` is a one-segment config key, so
@@ -158,9 +161,6 @@ def _refusal() -> str | None:
     if mode not in ("online", "run"):
         return (f"W&B is {mode} here (WANDB_MODE={mode}): a dashboard is saved to the W&B server; "
                 f"run `wandb login`, then WANDB_MODE=online lit-seg dashboard ...")
-    from lit_seg.cli.wandb_env import check_wandb_mode
-    from lit_seg.errors import ConfigError
-
     try:
         check_wandb_mode()  # the CLI's own check: an API key, and the server reachable (3 s)
     except ConfigError as err:

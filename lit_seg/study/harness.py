@@ -33,11 +33,9 @@ Everything runs in the module's training mode (BatchNorm uses batch statistics).
 """
 
 import contextlib
-import logging
 import math
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -45,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lit_seg import api
 from lit_seg.models.heads import HEADS
 from lit_seg.study import seed_ops
 from lit_seg.train import flops as _flops
@@ -113,33 +112,16 @@ def nonzero_scales(module: nn.Module) -> nn.Module:
 
 def experiment_head(config: str, overrides: Sequence[str] = (), batch: int | None = None
                     ) -> tuple[nn.Module, list[Tensor], nn.Module, tuple[int, int]]:
-    """The decode head of an experiment YAML as ``lit-seg fit --config`` builds it, the encoder
-    features it sees at the experiment's training input (``batch`` images, default the data
-    module's batch size; random images, encoder run once without gradients), the whole model,
-    and the training input's (H, W)."""
-    from lit_seg.cli import LitSegCLI, expand_argv
-
-    argv = expand_argv(["--config", config, *overrides, "--trainer.logger=false", "--trainer.callbacks=[]",
-                        "--trainer.enable_checkpointing=false"])
-    # Quietly: LightningCLI warns when a process with its own argv passes args=, and logs the
-    # seed and the accelerators at INFO.
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels, argv0 = [lg.level for lg in loggers], sys.argv
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    sys.argv = sys.argv[:1]
-    try:
-        with contextlib.redirect_stdout(None):
-            cli = LitSegCLI(args=argv, run=False)
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        sys.argv = argv0
-    data = cli.datamodule.hparams
-    size = getattr(cli.datamodule, "image_size", None) or data.get("image_size") or data.get("crop_size")
+    """The decode head of an experiment YAML as ``lit-seg fit --config`` builds it
+    (:func:`lit_seg.api.compose`), the encoder features it sees at the experiment's training input
+    (``batch`` images, default the data module's batch size; random images, encoder run once
+    without gradients), the whole model, and the training input's (H, W)."""
+    parts = api.compose(config, overrides=overrides)
+    data = (parts.config.get("data") or {}).get("init_args") or {}
+    size = getattr(parts.datamodule, "image_size", None) or data.get("image_size") or data.get("crop_size")
     if size is None:
         raise ValueError(f"{config}: no image_size or crop_size in the data module's arguments")
-    model = cli.model.model
+    model = parts.module.model
     with torch.no_grad():
         features = model.encoder(torch.randn(batch or data.get("batch_size", 2), 3, *size))
     return model.head, [f.detach() for f in features], model, tuple(size)
@@ -232,6 +214,10 @@ class PeakMemory:
             self._quiet.__exit__(*exc)
         if self._rss_ok and hwm is not None and self._rss0 is not None:
             self.rss = float((hwm - self._rss0) * 1024)
+        # torch's profiler has no public accessor for the raw allocator events of a CPU run (its
+        # key_averages() sums the memory per operator, which loses the running peak), so they are read
+        # from kineto_results. Not in the path of a run; tests/unit/test_benchmark.py
+        # (test_peak_memory_sees_torch_allocations) fails if a torch release changes it.
         events = [e for e in self._prof.profiler.kineto_results.events()
                   if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
         events.sort(key=lambda e: e.start_ns())

@@ -22,12 +22,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
+from lit_seg.study.harness import experiment_head, nonzero_scales
+from lit_seg.train.checkpoints import read_checkpoint, run_checkpoint
+
 
 def open_attention_paths(model: nn.Module) -> nn.Module:
     """Every all-zero parameter (the zero-initialised attention scales ``gamma``/``alpha``/``beta``,
     the BatchNorm after non-local's W) set to 0.1, in place, so that no path is cut by a zero."""
-    from lit_seg.study.harness import nonzero_scales
-
     return nonzero_scales(model)
 
 
@@ -94,20 +96,16 @@ def effective_half_width(model: nn.Module, image_size: Sequence[int], mass: floa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lit-seg receptive-field", description=__doc__.split("\n\n")[0],
-                                     usage="%(prog)s CONFIG [--ckpt CKPT] [-- FIT_ARGS...]")
+                                     usage="%(prog)s CONFIG [--ckpt_path RUN_OR_CKPT] [-- FIT_ARGS...]")
     parser.add_argument("config", help="an experiment YAML (experiments/fcn.yaml)")
-    parser.add_argument("--ckpt", help="a checkpoint of that experiment, or its run folder: also report the "
-                                       "trained model's effective field")
+    parser.add_argument("--ckpt_path", help="a trained model of that experiment (its run folder or a .ckpt): also "
+                                            "report its effective field")
     argv = list(argv or [])
     overrides = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
-    from lit_seg.cli.checkpoints import read_checkpoint, run_checkpoint
-    from lit_seg.errors import ConfigError
-    from lit_seg.study.harness import experiment_head
-
     # The checkpoint is read first: a bad path fails at once, not after the exact field's 64 passes.
-    path = run_checkpoint(args.ckpt) if args.ckpt else None
+    path = run_checkpoint(args.ckpt_path) if args.ckpt_path else None
     state = read_checkpoint(path)["state_dict"] if path else None
     torch.manual_seed(0)
     _, _, model, size = experiment_head(args.config, overrides, batch=1)

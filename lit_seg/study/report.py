@@ -18,11 +18,13 @@ per task, final val/mIoU against head GFLOPs per image.
 from __future__ import annotations
 
 import argparse
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from lit_seg.api.records import is_stale
 from lit_seg.study import analysis
 
 
@@ -148,9 +150,24 @@ def _plot_tasks(runs: pd.DataFrame, name: str, out: Path) -> None:
     plt.close(fig)
 
 
+def stale_note(csv_path: Path) -> str:
+    """The rows whose model code changed since they were made (their modules' code hash differs from
+    today's), which the tables above still count; empty when there are none."""
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    stale = [row for row in rows if row.get("model_code_hash") and
+             is_stale({"hash": row["model_code_hash"], "modules": (row.get("model_code_modules") or "").split()})]
+    if not stale:
+        return ""
+    names = ", ".join(f"{r['experiment']}{' on ' + r['task'] if r.get('task') else ''} seed {r['seed']}" for r in stale)
+    return (f"\n## Stale runs\n\n{len(stale)} of {len(rows)} runs were made by model code that has changed since "
+            f"(their model modules' code hash differs from today's): {names}. They are counted above as they are; "
+            f"`lit-seg ablate <ablation> --rerun-stale` runs them again.\n")
+
+
 def report(csv_path: Path) -> tuple[Path, Path]:
     md, png = csv_path.with_suffix(".md"), csv_path.with_suffix(".png")
-    md.write_text(f"# {csv_path.stem}\n\n" + markdown_table(csv_path))
+    md.write_text(f"# {csv_path.stem}\n\n" + markdown_table(csv_path) + stale_note(csv_path))
     plot(csv_path, png)
     return md, png
 

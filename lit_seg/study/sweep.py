@@ -67,19 +67,20 @@ def render(experiments_dir: Path = Path("experiments"), seeds: Sequence[int] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lit-seg sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=SWEEP)
+    parser.add_argument("--output_dir", type=Path, default=SWEEP.parent, help=f"folder of {SWEEP.name}")
     parser.add_argument("--check", action="store_true", help="only check that the file is up to date")
     args = parser.parse_args(argv)
     if not Path("experiments").is_dir():
         print("lit-seg sweep: no experiments/ folder here: run it from the repository root")
         return 2
     text = render()
+    out = args.output_dir / SWEEP.name
     if args.check:
-        current = args.out.read_text() if args.out.is_file() else ""
+        current = out.read_text() if out.is_file() else ""
         if current != text:
-            print(f"lit-seg sweep: {args.out} is out of date: run `lit-seg sweep` to regenerate it")
+            print(f"lit-seg sweep: {out} is out of date: run `lit-seg sweep` to regenerate it")
             return 1
         return 0
-    args.out.write_text(text)
-    print(f"lit-seg sweep: wrote {args.out}")
+    out.write_text(text)
+    print(f"lit-seg sweep: wrote {out}")
     return 0

@@ -69,7 +69,7 @@ def bare_steps(images: torch.Tensor, masks: torch.Tensor, steps: int) -> list[fl
     for _ in range(steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        losses = module._losses(module.model(images), masks)
+        losses = module.losses(module.model(images), masks)
         loss = sum(weights[name] * value for name, value in losses.items())
         loss.backward()
         optimizer.step()
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, nargs=2, default=[96, 96], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    parser.add_argument("--output_dir", type=Path, default=Path("results/benchmark"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = light_ms / bare_ms
     summary = {"bare_ms": round(bare_ms, 2), "lightning_ms": round(light_ms, 2), "ratio": round(ratio, 4),
                "within_10_percent": ratio <= 1.10}
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "training_step.csv").open("w", newline="") as f:
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    with (args.output_dir / "training_step.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"Lightning / bare = {ratio:.3f} ({100 * (ratio - 1):+.1f}%; target ≤ 1.10: "
         f"{'met' if ratio <= 1.10 else 'not met'}).**",
     ]
-    (args.out / "training_step.md").write_text("\n".join(lines) + "\n")
+    (args.output_dir / "training_step.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
 

@@ -22,6 +22,7 @@ a run resumed mid-epoch sees the same batches in the same order.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
@@ -39,12 +40,12 @@ import numpy as np
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_seg.errors import ConfigError, RunError
@@ -68,7 +69,7 @@ def run_folder(trainer: pl.Trainer) -> str:
 
 
 def resume_checkpoint_path(trainer: pl.Trainer) -> str:
-    """Where the checkpoint to resume from goes: ``last.ckpt`` of the run's ModelCheckpoint."""
+    """Where the checkpoint to resume from goes: ``last.ckpt`` beside the run's checkpoints."""
     callback = trainer.checkpoint_callback
     if isinstance(callback, ModelCheckpoint) and callback.dirpath:
         return os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
@@ -76,11 +77,9 @@ def resume_checkpoint_path(trainer: pl.Trainer) -> str:
 
 
 def last_good_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The newest checkpoint written so far by the run's ModelCheckpoint, if any."""
-    callback = trainer.checkpoint_callback
-    if not isinstance(callback, ModelCheckpoint):
-        return None
-    paths = [p for p in (callback.last_model_path, callback.best_model_path) if p and os.path.isfile(p)]
+    """The newest checkpoint written so far by the run's checkpoint callbacks, if any."""
+    paths = [p for cb in getattr(trainer, "checkpoint_callbacks", []) if isinstance(cb, ModelCheckpoint)
+             for p in (cb.last_model_path, cb.best_model_path) if p and os.path.isfile(p)]
     return max(paths, key=os.path.getmtime) if paths else None
 
 
@@ -155,17 +154,18 @@ def _fsync_dir(folder: Path) -> None:
 class SaveOnInterrupt(pl.Callback):
     """Ctrl-C or SIGTERM during ``fit``: finish the current batch, write ``last.ckpt``, stop.
 
-    Lightning turns SIGTERM into a stop at the next batch boundary (``SIGTERMException``) but
-    writes nothing, and Ctrl-C into an immediate ``KeyboardInterrupt``, possibly in the middle of
-    an optimiser step. Here both only note the signal; at the end of the batch (after its logging)
-    the run stops through Lightning's SIGTERM path and the checkpoint holds a consistent state:
+    Lightning handles SIGTERM itself: its handler (installed when ``fit`` starts) raises the flag
+    behind ``trainer.received_sigterm``, and the training loop stops with ``SIGTERMException`` once
+    the batch's bookkeeping and logging are done, but it writes nothing; Ctrl-C is an immediate
+    ``KeyboardInterrupt``, possibly in the middle of an optimiser step. Here both signals are only
+    noted, and at the end of the next training batch handed to Lightning's own SIGTERM handler, so
+    the run stops where Lightning stops it and the checkpoint written then holds a consistent state:
     model, optimiser, schedule, loop position, the loader's position in the epoch, the RNG states.
-    A signal during validation stops after the next training batch (a checkpoint taken in the
-    middle of a validation would resume with half of its metrics). Under DDP the ranks agree at
-    every batch end on whether any of them got a signal (one small all-reduce), and stop together;
-    Lightning's own handler instead broadcasts from inside the signal handler, which breaks when
-    the ranks get the signal at different moments. A second Ctrl-C stops at once, without a
-    checkpoint (the last one written is kept). The process exits with status 130 (Ctrl-C) or 143
+    Handing it over at a training batch's end (not when the signal arrives) keeps a signal during
+    validation from stopping the run halfway through it (a checkpoint taken there would resume with
+    half of its metrics). Under DDP the ranks agree at every batch end on whether any of them got a
+    signal (one small all-reduce) and hand it over together. A second Ctrl-C stops at once, without
+    a checkpoint (the last one written is kept). The CLI exits with status 130 (Ctrl-C) or 143
     (SIGTERM) after printing the command that resumes the run.
     """
 
@@ -173,12 +173,14 @@ class SaveOnInterrupt(pl.Callback):
         self.signal: int | None = None
         self.stopped_by: int | None = None  # the signal that stopped the fit; the CLI exits with 128 + it
         self._previous: dict[int, Any] = {}
+        self._handed_over = False
         self._say = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         self.signal = self.stopped_by = None
+        self._handed_over = False
         self._say = trainer.is_global_zero
         self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for signum in self._previous:
@@ -198,10 +200,13 @@ class SaveOnInterrupt(pl.Callback):
         stop = self.signal is not None
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
-            # Lightning's flag behind trainer.received_sigterm: the loop raises SIGTERMException once
-            # this batch's bookkeeping and logging are done, on every rank at the same batch.
-            trainer._signal_connector.received_sigterm = True
+        if stop and not self._handed_over:
+            self._handed_over = True
+            lightning_handler = self._previous.get(signal.SIGTERM)
+            if callable(lightning_handler):
+                lightning_handler(signal.SIGTERM, None)
+            else:  # no Lightning handler (a platform without SIGTERM handling): stop at this batch's end
+                raise SIGTERMException
 
     def _restore_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -221,9 +226,6 @@ class SaveOnInterrupt(pl.Callback):
         if isinstance(exception, SIGTERMException):
             self.stopped_by = self.signal or signal.SIGTERM
             path = resume_checkpoint_path(trainer)
-            callback = trainer.checkpoint_callback
-            if isinstance(callback, ModelCheckpoint):
-                callback.last_model_path = path  # part of the state, as ModelCheckpoint does for its own saves
             trainer.save_checkpoint(path)
             name = signal.Signals(self.signal or signal.SIGTERM).name
             if trainer.is_global_zero:
@@ -236,71 +238,26 @@ class SaveOnInterrupt(pl.Callback):
                   + (f"; resume with: {RESUME_HINT.format(run=run)}" if last else ""), file=sys.stderr, flush=True)
 
 
-class LastCheckpoint(Checkpoint):
-    """Keeps ``last.ckpt`` the run's latest state: after every validation, at the end, and every
-    ``every_n_train_steps`` optimiser steps if set.
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, the run's latest state: after every validation (``every_n_train_steps`` 0) or
+    every ``every_n_train_steps`` optimiser steps.
 
-    Lightning 2.6's ``ModelCheckpoint(monitor=..., save_last=True)`` rewrites ``last.ckpt`` only
-    when it also saves a new best: after an epoch that did not improve, ``last.ckpt`` is an older
-    state, and a run resumed from it would silently repeat epochs. With validations hours apart
-    (Cityscapes: every 4000 iterations) ``every_n_train_steps`` bounds what a ``kill -9`` or a
-    node failure costs. It writes the very file ModelCheckpoint names ``last.ckpt`` (and keeps its
-    ``last_model_path`` pointing there, so neither renames the other's file to ``last-v1.ckpt``),
-    after it (checkpoint callbacks run last, in their listed order), skipping a state ModelCheckpoint
-    has just written. Step-based, so all DDP ranks agree on when to write.
+    Lightning's own ``save_last=True`` writes ``last.ckpt`` only along with another checkpoint: with
+    ``monitor="val/mIoU"`` only when the score improves, so after an epoch that did not improve
+    ``last.ckpt`` is an older state, and a run resumed from it would silently repeat epochs. This is
+    a stock :class:`ModelCheckpoint` that monitors nothing and keeps one file named ``last.ckpt``,
+    overwritten in place. Lightning does not let one ModelCheckpoint save both per validation and
+    per N steps, so the runtime lists two: one per validation, and one every 1000 steps (with
+    validations hours apart, as in the Cityscapes recipe, it bounds what a ``kill -9`` or a node
+    failure costs). Step-based, so all DDP ranks agree on when to write.
     """
 
-    def __init__(self, every_n_train_steps: int = 0) -> None:
+    def __init__(self, every_n_train_steps: int = 0, dirpath: str | None = None) -> None:
         if every_n_train_steps < 0:
-            raise ConfigError(f"LastCheckpoint: every_n_train_steps must be >= 0 (0: only after validations), "
+            raise ConfigError(f"LastCheckpoint: every_n_train_steps must be >= 0 (0: after every validation), "
                               f"got {every_n_train_steps}")
-        self.every_n_train_steps = every_n_train_steps
-        self._saved_step = -1
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        callback = trainer.checkpoint_callback
-        if isinstance(callback, ModelCheckpoint):
-            callback.last_model_path = resume_checkpoint_path(trainer)
-        self._saved_step = trainer.global_step  # a resumed run starts from a saved state
-
-    def _save(self, trainer: pl.Trainer) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or self._saved_step == trainer.global_step:
-            return
-        path = resume_checkpoint_path(trainer)
-        callback = trainer.checkpoint_callback
-        if isinstance(callback, ModelCheckpoint):
-            if callback._last_global_step_saved == trainer.global_step and callback.last_model_path == path \
-                    and os.path.isfile(path):
-                self._saved_step = trainer.global_step  # ModelCheckpoint wrote this state just now
-                return
-            callback.last_model_path = path
-        trainer.save_checkpoint(path)
-        self._saved_step = trainer.global_step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0 and not trainer.fit_loop.epoch_loop._should_accumulate():
-            self._save(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._model_checkpoint_saves_at_epoch_end(trainer):
-            self._save(trainer)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._model_checkpoint_saves_at_epoch_end(trainer):
-            self._save(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
-
-    @staticmethod
-    def _model_checkpoint_saves_at_epoch_end(trainer: pl.Trainer) -> bool:
-        # With one validation per epoch ModelCheckpoint saves at the end of the training epoch (after
-        # the validation); saving at the same point lets this skip what it has just written.
-        callback = trainer.checkpoint_callback
-        decide = getattr(callback, "_should_save_on_train_epoch_end", None)
-        return bool(decide(trainer)) if isinstance(callback, ModelCheckpoint) and callable(decide) else False
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
+                         enable_version_counter=False, every_n_train_steps=every_n_train_steps or None)
 
 
 class ResumeState(pl.Callback):
@@ -418,60 +375,111 @@ def _batch_cause(batch: Any, ignore_index: int) -> str | None:
     return None
 
 
-class _ContinuingWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted.
+class ResumableCSVLogger(Logger):
+    """Metrics into ``<save_dir>/<name>/<version>/metrics.csv`` (and ``hparams.yaml``), as
+    Lightning's :class:`~lightning.pytorch.loggers.CSVLogger` writes them, except that a resumed run
+    continues the file instead of deleting it.
 
-    Rows from steps at or after the first step logged now are dropped: they were written after
-    the checkpoint the run resumed from (e.g. before a ``kill -9``) and are about to be logged
-    again.
+    Lightning's deletes an existing ``metrics.csv`` when it starts; a resumed run (``lit-seg fit
+    --resume``) writes into the same folder and must keep what the interrupted part logged. Rows
+    from steps at or after the first step logged now are dropped: they were written after the
+    checkpoint the run resumed from (e.g. before a ``kill -9``) and are logged again. The file is
+    rewritten whole at every flush (through a temporary file and a rename), so a reader never sees
+    half a row. Same arguments as Lightning's.
     """
 
-    def _check_log_dir_exists(self) -> None:
-        self._kept: list[dict[str, str]] | None = None
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                reader = csv.DictReader(file)
-                self._kept = list(reader)
-                self.metrics_keys = list(reader.fieldnames or [])
+    def __init__(self, save_dir: str, name: str | None = "lightning_logs", version: int | str | None = None,
+                 prefix: str = "", flush_logs_every_n_steps: int = 100) -> None:
+        super().__init__()
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._prefix = prefix
+        self._flush_every = flush_logs_every_n_steps
+        self._rows: list[dict[str, Any]] | None = None  # None until the file is first read
+        self._pending: list[dict[str, Any]] = []
+        self._hparams: dict[str, Any] = {}
 
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            root = Path(self.root_dir)
+            taken = [int(p.name.split("_", 1)[1]) for p in root.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+            self._version = max(taken, default=-1) + 1
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self.root_dir, version)
+
+    @property
+    def metrics_file_path(self) -> str:
+        return os.path.join(self.log_dir, "metrics.csv")
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
+        self._hparams.update(vars(params) if isinstance(params, argparse.Namespace) else dict(params or {}))
+        os.makedirs(self.log_dir, exist_ok=True)
+        save_hparams_to_yaml(os.path.join(self.log_dir, "hparams.yaml"), self._hparams)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {(f"{self._prefix}-{k}" if self._prefix else k): (v.item() if isinstance(v, torch.Tensor) else v)
+               for k, v in metrics.items()}
+        row["step"] = len(self._pending) if step is None else step
+        self._pending.append(row)
+        if step is not None and (step + 1) % self._flush_every == 0:
+            self.save()
+
+    @rank_zero_only
     def save(self) -> None:
-        if self._kept is not None and self.metrics:
-            first = min(int(m["step"]) for m in self.metrics)
-            kept = [row for row in self._kept if _row_step(row) < first]
-            self._kept = None
-            self._record_new_keys()
-            tmp = self.metrics_file_path + ".tmp"
-            with self._fs.open(tmp, "w", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
-                writer.writeheader()
-                writer.writerows(kept)
-            os.replace(tmp, self.metrics_file_path)
-        super().save()
+        if not self._pending:
+            return
+        if self._rows is None:  # the rows an interrupted part of this run wrote before the resumed checkpoint
+            first = min(int(row["step"]) for row in self._pending)
+            self._rows = [row for row in _read_rows(self.metrics_file_path) if _row_step(row) < first]
+        self._rows += self._pending
+        self._pending = []
+        keys = list(dict.fromkeys(key for row in self._rows for key in row))
+        os.makedirs(self.log_dir, exist_ok=True)
+        tmp = self.metrics_file_path + ".tmp"
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        os.replace(tmp, self.metrics_file_path)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
 
 
-def _row_step(row: dict[str, str]) -> float:
+def _read_rows(path: str) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as file:
+            return list(csv.DictReader(file))
+    except FileNotFoundError:
+        return []
+
+
+def _row_step(row: dict[str, Any]) -> float:
     try:
         return float(row.get("step") or "-inf")
     except ValueError:
         return float("-inf")
-
-
-class ResumableCSVLogger(CSVLogger):
-    """Lightning's :class:`~lightning.pytorch.loggers.CSVLogger` that keeps the rows of a run it resumes.
-
-    Lightning's deletes an existing ``metrics.csv`` when the logger starts (and a plain append
-    would fail on the old rows' columns); a resumed run (``lit-seg fit --resume``) writes into the
-    same folder and must keep what the interrupted part logged.
-    """
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is not None:
-            return self._experiment
-        self._fs.makedirs(self.root_dir, exist_ok=True)
-        self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
 
 
 __all__ = [

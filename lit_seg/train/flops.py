@@ -32,6 +32,9 @@ def register_cpu_attention_flops() -> None:
     CPU kernel does). A no-op where torch already has them.
     """
     aten = torch.ops.aten
+    # The CPU kernels are named by torch's dispatcher (an underscore op name is how aten names the
+    # backend kernels behind F.scaled_dot_product_attention); no public handle exists for them.
+    # tests/unit/test_benchmark.py checks that a dense attention block's FLOPs are counted.
     if aten._scaled_dot_product_flash_attention_for_cpu not in flop_registry:
         @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
         def _cpu_flash_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

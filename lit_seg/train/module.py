@@ -13,9 +13,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_seg.errors import ConfigError
-from lit_seg.inference import segment
 from lit_seg.models.encoder import build_encoder
 from lit_seg.models.encoder_decoder import EncoderDecoder, HeadFactory
+from lit_seg.models.eval_modes import segment
 from lit_seg.models.gc_backbone import insert_global_context
 from lit_seg.models.heads import FCNHead
 from lit_seg.train.losses import CrossEntropy, OhemCrossEntropy, masked_cross_entropy
@@ -157,7 +157,7 @@ class SegmentationModule(pl.LightningModule):
         """(B, 3, H, W) -> logits (B, num_classes, H, W)."""
         return self.model(images)["out"]
 
-    def _losses(self, outputs: dict[str, Tensor], masks: Tensor) -> dict[str, Tensor]:
+    def losses(self, outputs: dict[str, Tensor], masks: Tensor) -> dict[str, Tensor]:
         return {name: (self.criterion if name == "aux" else self.head_criterion)(outputs[name], masks)
                 for name in self.model.loss_weights}
 
@@ -169,7 +169,7 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, masks = batch
-        losses = self._losses(self.model(images), masks)
+        losses = self.losses(self.model(images), masks)
         weights = self.model.loss_weights
         loss = sum(weights[name] * value for name, value in losses.items())
         self.log("train/loss", loss, prog_bar=True)

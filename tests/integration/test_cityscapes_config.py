@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_seg.cli import expand_bases, merged_config
+from lit_seg.api.config import expand_bases, merged_config
 from tests.conftest import EXPERIMENTS
 from tests.fixtures import write_cityscapes
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from lit_seg.cli import expand_argv, main
+from lit_seg.api.config import expand_argv
+from lit_seg.cli import main
 from lit_seg.errors import ConfigError
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg, subprocess_env

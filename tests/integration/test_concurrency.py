@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from lit_seg.cli import run_lock
+from lit_seg.api import run_lock
 from lit_seg.errors import RunError
-from lit_seg.study.ablate import log_folder
+from lit_seg.study.ablate import Cell
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg, subprocess_env
 from tests.fault_runs import hook
 
 HOLDER = """
 import sys, time
-from lit_seg.cli import run_lock
+from lit_seg.api import run_lock
 run_lock.acquire(sys.argv[1])
 print("locked", flush=True)
 time.sleep(600)
@@ -93,34 +93,36 @@ def test_two_resumes_of_one_run_at_once_leave_one_writer(tmp_path):
 
 
 @pytest.mark.slow
-def test_ablation_runner_killed_takes_its_run_with_it_and_the_rerun_is_clean(tmp_path):
-    overrides = [*TINY_FIT, hook("SleepAtStep", step=4, seconds=20)]
+def test_a_killed_runners_run_goes_on_and_the_next_call_neither_trains_it_beside_nor_overwrites_its_log(tmp_path):
+    """The local launcher killed with SIGKILL mid-run: its run's process finishes the run (it holds the
+    run's slot); the next call waits for it instead of training the same run beside it, keeps the
+    first attempt's log, and records the run once it ends."""
+    overrides = [*TINY_FIT, hook("SleepAtStep", step=4, seconds=15)]
     ablate = [sys.executable, "-m", "lit_seg", "ablate", "--experiments-dir", str(EXPERIMENTS), "--name", "killed",
-              "--experiments", "fcn", "--seeds", "0", "--no-cost", "--results", str(tmp_path), "--", *overrides]
-    log = log_folder("killed", " ".join(overrides), tmp_path / "runs") / "fcn-seed0.log"
+              "--experiments", "fcn", "--seeds", "0", "--no-cost", "--output_dir", str(tmp_path), "--", *overrides]
+    slot = Cell("killed", EXPERIMENTS / "fcn.yaml", None, 0, tuple(overrides), tmp_path / "runs").slot
     runner = subprocess.Popen(ablate, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
         # Until the run is asleep after step 4 (its first epoch's last.ckpt written at step 3).
-        while not list((tmp_path / "runs" / "fcn").glob("*/checkpoints/last.ckpt")):
-            assert time.monotonic() < deadline and runner.poll() is None, log.read_text()[-3000:]
+        while not list(slot.glob("*/checkpoints/last.ckpt")):
+            assert time.monotonic() < deadline and runner.poll() is None, "the run never wrote a checkpoint"
             time.sleep(0.5)
-        time.sleep(3)
+        time.sleep(2)
     finally:
         runner.kill()  # SIGKILL of the runner alone, not of its process group
         runner.wait()
-    (pid,) = [int(line.split()[-1]) for line in log.read_text().splitlines() if line.startswith("# ablate: pid ")]
-    deadline = time.monotonic() + 120
-    while _alive(pid):  # SIGTERM from the kernel: it saves its checkpoint and exits
-        assert time.monotonic() < deadline, f"the run {pid} outlived its runner"
-        time.sleep(0.5)
-    (folder,) = (tmp_path / "runs" / "fcn").iterdir()
+    (first_log,) = slot.glob("attempt-*.log")
+    holder = run_lock.holder(slot)
+    assert holder is not None, "the run's process died with its runner"
     again = subprocess.run(ablate, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert f"resuming {folder.relative_to(tmp_path)}" in again.stdout
-    text = log.read_text(errors="replace")
-    assert "\x00" not in text and f"--resume {folder.relative_to(tmp_path)}" in text
+    assert "held by process" in again.stdout and "waiting for it" in again.stdout
+    (folder,) = [p for p in slot.iterdir() if p.is_dir()]
+    assert list(slot.glob("attempt-*.log")) == [first_log]  # no attempt beside it, its log untouched
+    text = first_log.read_text(errors="replace")
+    assert "\x00" not in text and "lit-seg: run folder" in text
     steps = _train_losses(folder / "metrics.csv")
     assert Counter(steps).most_common(1)[0][1] == 1 and len(steps) == 6, steps
-    assert list((tmp_path / "runs" / "fcn").iterdir()) == [folder]
-    assert not [p for p in (folder / "checkpoints").iterdir() if "-v" in p.name]
+    (row,) = list(csv.DictReader((tmp_path / "killed.csv").open()))
+    assert row["status"] == "finished" and row["run_folder"].endswith(folder.name)

@@ -9,7 +9,8 @@ import math
 import pytest
 import yaml
 
-from lit_seg.cli import LitSegCLI, expand_argv, merged_config
+from lit_seg.api.config import expand_argv, merged_config
+from lit_seg.api.parser import LitSegCLI
 from lit_seg.models.heads import HEADS, DecodeHead
 from tests.conftest import EXPERIMENTS
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_seg.cli import merged_config
+from lit_seg.api.config import merged_config
 from lit_seg.inference.export import FORMATS, export
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import EXPERIMENTS
@@ -85,6 +85,6 @@ def test_export_command_writes_into_the_run_folder(ccnet_run):
 
     for fmt in FORMATS:
         with pytest.raises(SystemExit) as done:  # `lit-seg export`, through the command's dispatch
-            main(["export", str(ccnet_run), "--format", fmt])
+            main(["export", "--ckpt_path", str(ccnet_run), "--format", fmt])
         assert done.value.code == 0
         assert (ccnet_run / "export" / f"model{FORMATS[fmt]}").is_file()

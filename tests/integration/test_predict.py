@@ -139,7 +139,7 @@ trainer:
   callbacks:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {save_last: true}
-    - class_path: lit_seg.train.callbacks.RunSummary
+    - class_path: lit_seg.api.callbacks.RunSummary
       init_args: {count_head_flops: false}
 model:
   encoder_name: resnet18

@@ -7,6 +7,7 @@ import warnings
 
 import torch
 
+from lit_seg.api.records import read_record
 from tests.fault_runs import run_folder
 
 
@@ -71,3 +72,23 @@ def test_last_checkpoint_is_the_latest_state_not_the_best(fault_runs):
         warnings.simplefilter("ignore")
         last = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == summary["global_step"] == 6
+
+
+def test_every_run_folder_holds_its_record_through_interruptions_and_failures(fault_runs):
+    cwd = fault_runs["cwd"]
+    record = read_record(run_folder(cwd, "int"))  # Ctrl-C, resumed, SIGTERM, resumed to the end
+    assert record.status == "finished" and record.error is None
+    assert [(p["status"], p["error"]) for p in record.parts] == [
+        ("interrupted", "stopped by SIGINT"), ("interrupted", "stopped by SIGTERM"), ("finished", None)]
+    assert record.wall_s == round(sum(p["wall_s"] for p in record.parts), 1) > 0
+    summary = json.loads((run_folder(cwd, "int") / "summary.json").read_text())
+    assert record.metrics["val_mIoU_final"] == round(summary["metrics"]["val/mIoU"], 5)
+    assert record.metrics["steps"] == 6 and record.experiment == "int" and record.seed == 0
+    reference = read_record(run_folder(cwd, "ref"))
+    same = {k: v for k, v in reference.metrics.items() if k != "wandb_run_id"}
+    assert len(reference.parts) == 1 and same == {k: v for k, v in record.metrics.items() if k != "wandb_run_id"}
+    assert reference.config_hash != record.config_hash  # its experiment's name differs: another config
+    assert reference.model_code == record.model_code and reference.code == record.code
+    for name, error in (("nan", "non-finite loss (nan) at step 4"), ("full", "could not write checkpoint")):
+        failed = read_record(run_folder(cwd, name))
+        assert failed.status == "failed" and failed.error.startswith(error), failed.error

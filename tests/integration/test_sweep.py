@@ -15,7 +15,8 @@ import pytest
 import yaml
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-from lit_seg.cli import main, merged_config
+from lit_seg.api.config import merged_config
+from lit_seg.cli import main
 from tests.conftest import EXPERIMENTS, ROOT, TINY_FIT, lit_seg
 
 SWEEP = EXPERIMENTS / "ablations" / "sweep.yaml"

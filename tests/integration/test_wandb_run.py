@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_seg.cli import LitSegCLI, expand_argv
+from lit_seg.api.config import expand_argv
+from lit_seg.api.parser import LitSegCLI
 from tests.conftest import EXPERIMENTS
 
 CLASSES = ["background", "object_red", "object_green", "object_blue"]
@@ -161,8 +162,7 @@ def _wandb_logger_args(tmp_path, monkeypatch, mode: str, *extra: str) -> dict:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", mode)
     argv = expand_argv(["--config", str(EXPERIMENTS / "fcn.yaml"), "--data.init_args.num_workers", "0", *extra])
-    monkeypatch.setattr(sys, "argv", ["lit-seg", *argv])
-    cli = LitSegCLI(run=False)
+    cli = LitSegCLI(args=argv, run=False)
     (logger,) = [lg for lg in cli.trainer.loggers if type(lg).__name__ == "WandbLogger"]
     return {"log_model": logger._log_model, "group": logger._wandb_init.get("group"), "id": logger._id}
 

@@ -23,7 +23,7 @@ def experiments_dir(root: Path) -> Path:
 
 
 def dry_run(root: Path, results: Path, *args: str, capsys) -> tuple[int, list[str], str]:
-    code = ablate.main(["--name", "study", "--experiments-dir", str(root), "--results", str(results),
+    code = ablate.main(["--name", "study", "--experiments-dir", str(root), "--output_dir", str(results),
                         "--dry-run", *args])
     out = capsys.readouterr()
     return code, out.out.splitlines(), out.err
@@ -52,27 +52,26 @@ def test_plan_is_seed_major_then_task_then_experiment(tmp_path, capsys):
     assert ablate.plan_runs([fcn], [None], [2]) == [(fcn, None, 2)]
 
 
-def test_without_tasks_the_plan_and_command_are_as_before(tmp_path, capsys):
+def test_without_tasks_the_plan_and_the_run_are_as_before(tmp_path, capsys):
     root = experiments_dir(tmp_path / "experiments")
     code, lines, _ = dry_run(root, tmp_path, "--experiments", "fcn", "--seeds", "3", capsys=capsys)
     assert code == 0 and lines[0].startswith("ablation study: 1 experiments x 1 seeds = 1 runs, ")
     assert lines[1:] == ["  would run fcn seed 3"]
-    command = ablate.fit_command(Path("experiments/fcn.yaml"), None, 3, "study", ["--trainer.max_epochs=1"])
-    assert command[3:] == ["fit", "--config", "experiments/fcn.yaml", "--seed_everything", "3", "--group", "study",
-                           "--trainer.enable_progress_bar=false", "--trainer.max_epochs=1"]
-    assert ablate.log_name(Path("experiments/fcn.yaml"), None, 3) == "fcn-seed3.log"
+    cell = ablate.Cell("study", Path("experiments/fcn.yaml"), None, 3, ("--trainer.max_epochs=1",))
+    assert cell.configs == [Path("experiments/fcn.yaml")] and cell.label == "fcn seed 3"
+    assert cell.slot == Path("runs/ablations/study/trainer.max_epochs=1/fcn-seed3")
+    assert cell.key == ablate.run_key("fcn", "", 3, "--trainer.max_epochs=1")
 
 
-def test_task_overlay_comes_right_after_the_experiment(tmp_path):
+def test_task_overlay_comes_right_after_the_experiment_and_names_the_slot(tmp_path):
     experiment, task = Path("experiments/ccnet_r2.yaml"), Path("experiments/tasks/recurrence.yaml")
-    command = ablate.fit_command(experiment, task, 1, "study", ["--trainer.max_epochs=1"])
-    assert command[3:] == ["fit", "--config", "experiments/ccnet_r2.yaml", "--config",
-                           "experiments/tasks/recurrence.yaml", "--seed_everything", "1", "--group", "study",
-                           "--trainer.enable_progress_bar=false", "--trainer.max_epochs=1"]
-    # Resumed: the run folder's config.yaml already holds the task.
-    resumed = ablate.fit_command(experiment, task, 1, "study", [], resume=Path("runs/ccnet_r2/x"))
-    assert resumed[3:6] == ["fit", "--resume", "runs/ccnet_r2/x"] and "--config" not in resumed
-    assert ablate.log_name(experiment, task, 1) == "ccnet_r2-recurrence-seed1.log"
+    cell = ablate.Cell("study", experiment, task, 1, ("--trainer.max_epochs=1",))
+    assert cell.configs == [experiment, task]  # the overrides still win over both
+    assert cell.slot.name == "ccnet_r2-recurrence-seed1" and cell.label == "ccnet_r2 on recurrence seed 1"
+    # Other overrides, another folder of slots: their runs are never taken for each other's.
+    other = ablate.Cell("study", experiment, task, 1, ("--trainer.max_epochs=2",))
+    assert other.slot.parent != cell.slot.parent and other.key != cell.key
+    assert ablate.Cell("study", experiment, task, 1).slot.parent == Path("runs/ablations/study/default")
 
 
 def test_cost_is_measured_with_the_task_overlay_and_its_batch_size(tmp_path):

@@ -133,7 +133,7 @@ def _read(path):
 
 
 def test_harness_runs_every_operator_and_head(tmp_path):
-    bench.main([*TINY, "--head-channels", "8", "--head-repeats", "1", "--out", str(tmp_path)])
+    bench.main([*TINY, "--head-channels", "8", "--head-repeats", "1", "--output_dir", str(tmp_path)])
     operators = _read(tmp_path / "operators.csv")
     assert COLUMNS | {"speedup_fwdbwd", "memory_ratio_fwdbwd"} <= set(operators[0])
     assert [(r["name"], r["impl"]) for r in operators] == [
@@ -155,7 +155,7 @@ def test_harness_runs_every_operator_and_head(tmp_path):
 def test_sweep_mode(tmp_path):
     # 8x8 is a "large" point: its time is that of the counting pass.
     bench.main([*TINY, "--sweep", "4", "8", "--sweep-large", "8", "--operators", "pam", "criss_cross_r2",
-                           "non_local_concat", "--out", str(tmp_path)])
+                           "non_local_concat", "--output_dir", str(tmp_path)])
     rows = _read(tmp_path / "sweep.csv")
     assert [(r["name"], r["height"], r["impl"]) for r in rows] == [
         (name, size, impl) for name in ("pam", "criss_cross_r2", "non_local_concat") for size in ("4", "8")
@@ -168,13 +168,14 @@ def test_sweep_mode(tmp_path):
 
 def test_sweep_skips_a_seed_that_cannot_fit(tmp_path):
     bench.main([*TINY, "--sweep", "8", "--operators", "non_local_concat", "--max-seed-gib", "1e-6",
-                           "--out", str(tmp_path)])
+                           "--output_dir", str(tmp_path)])
     ours, seed = _read(tmp_path / "sweep.csv")
     assert ours["note"] == "" and seed["note"].startswith("skipped")
 
 
 def test_ccnet_claim_mode(tmp_path):
-    bench.main([*TINY, "--ccnet-claim", "--claim-size", "9", "9", "--claim-channels", "16", "--out", str(tmp_path)])
+    bench.main([*TINY, "--ccnet-claim", "--claim-size", "9", "9", "--claim-channels", "16",
+                "--output_dir", str(tmp_path)])
     rows = {(r["name"], r["impl"]): r for r in _read(tmp_path / "ccnet_claim.csv")}
     assert set(rows) == {(n, i) for n in ("non_local", "criss_cross_r1", "criss_cross_r2") for i in ("ours", "seed")}
     for impl in ("ours", "seed"):
@@ -186,7 +187,7 @@ def test_ccnet_claim_mode(tmp_path):
 
 def test_training_step_benchmark(tmp_path):
     summary = training_step.main(["--steps", "2", "--warmup", "1", "--rounds", "1", "--batch", "2",
-                        "--size", "32", "32", "--out", str(tmp_path)])
+                        "--size", "32", "32", "--output_dir", str(tmp_path)])
     assert summary["bare_ms"] > 0 and summary["lightning_ms"] > 0
     assert summary["ratio"] == pytest.approx(summary["lightning_ms"] / summary["bare_ms"], rel=1e-3)
     lines = (tmp_path / "training_step.csv").read_text().splitlines()

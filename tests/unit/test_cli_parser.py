@@ -2,20 +2,22 @@
 
 import pytest
 
-from lit_seg.cli.command import LitSegCLI, main
+from lit_seg.api.parser import LitSegCLI
+from lit_seg.cli import TOOLS, main
 
 
 @pytest.fixture
 def built(monkeypatch):
-    names: list[str] = []
-    original = LitSegCLI._prepare_subcommand_parser
+    """The parsers built: LightningCLI calls ``add_arguments_to_parser`` once for each."""
+    parsers: list[object] = []
+    original = LitSegCLI.add_arguments_to_parser
 
-    def recording(self, klass, subcommand, **kwargs):
-        names.append(subcommand)
-        return original(self, klass, subcommand, **kwargs)
+    def recording(self, parser):
+        parsers.append(parser)
+        return original(self, parser)
 
-    monkeypatch.setattr(LitSegCLI, "_prepare_subcommand_parser", recording)
-    return names
+    monkeypatch.setattr(LitSegCLI, "add_arguments_to_parser", recording)
+    return parsers
 
 
 @pytest.mark.parametrize("subcommand", ["fit", "validate", "predict"])
@@ -23,29 +25,31 @@ def test_a_subcommand_gets_only_its_own_parser_and_all_its_options(built, subcom
     with pytest.raises(SystemExit) as stop:
         main([subcommand, "--help"])
     assert stop.value.code == 0
-    assert built == [subcommand]
+    assert len(built) == 1
     out = capsys.readouterr().out
     assert "--model.head" in out and "--trainer.max_epochs" in out and "--experiment" in out
     assert ("--writer.format" in out) == (subcommand == "predict")
 
 
-def test_the_top_level_help_still_lists_every_subcommand(built, capsys):
+def test_the_top_level_help_lists_every_subcommand_with_a_line_each(built, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert built == ["fit", "validate", "test", "predict"]
-    out = capsys.readouterr().out
-    assert all(name in out for name in ("fit", "validate", "test", "predict"))
+    assert len(built) == 4
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("fit", "validate", "test", "predict", *TOOLS):
+        (line,) = [line for line in lines if line.split()[:1] == [name]]
+        assert len(line.split()) > 2, line  # the name, then what it does
 
 
-def test_an_unknown_subcommand_is_still_a_one_line_error(built, capsys):
+def test_an_unknown_subcommand_is_a_one_line_error_naming_every_choice(built, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["fitt", "--config", "experiments/ccnet_r2.yaml"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lit-seg: error: "), err
-    # Not a subcommand: every parser is built, so the error still names every choice.
-    assert "invalid choice: 'fitt' (choose from 'fit', 'validate', 'test', 'predict')" in err[0], err
-    assert built == ["fit", "validate", "test", "predict"]
+    assert len(err) == 1 and err[0].startswith("lit-seg: error: unknown subcommand 'fitt'"), err
+    assert all(f" {name}," in err[0] or f" {name} " in err[0] or err[0].endswith(f" {name})")
+               for name in ("fit", "validate", "test", "predict", *TOOLS)), err
+    assert built == []  # said before any parser is built
 
 
 def test_a_class_named_on_the_command_line_gets_its_own_defaults_not_the_modules(capsys):

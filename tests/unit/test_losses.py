@@ -81,7 +81,7 @@ def test_module_uses_ohem_on_head_outputs_and_ce_on_aux():
                                 class_weights=[1.0, 2.0, 1.0])
     outputs = {"out": torch.randn(1, 3, 8, 8), "aux": torch.randn(1, 3, 8, 8)}
     masks = torch.randint(0, 3, (1, 8, 8))
-    losses = module._losses(outputs, masks)
+    losses = module.losses(outputs, masks)
     w = torch.tensor([1.0, 2.0, 1.0])
     torch.testing.assert_close(losses["aux"], F.cross_entropy(outputs["aux"], masks, weight=w))
     kept = OhemCrossEntropy(0.7, 1).kept(outputs["out"], masks)

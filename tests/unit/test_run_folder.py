@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from lit_seg.cli.run_folder import RunFolder, version
+from lit_seg.api.run_folder import RunFolder, version
 from lit_seg.errors import ConfigError
 from lit_seg.train.fault_tolerance import SaveOnInterrupt
 

@@ -164,7 +164,7 @@ def test_receptive_field_command_reports_the_exact_and_the_effective_field(fcn, 
     checkpoint = tmp_path / "fcn.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in fcn.state_dict().items()},
                 "pytorch-lightning_version": "2.6.6"}, checkpoint)
-    assert main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(checkpoint)]) == 0
+    assert main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt_path", str(checkpoint)]) == 0
     out = capsys.readouterr().out
     field = extents(fcn, (64, 160))
     assert (f"{field['up']} px above, {field['down']} below, {field['left']} left and {field['right']} right"
@@ -182,6 +182,6 @@ def test_receptive_field_command_refuses_a_checkpoint_of_another_model_in_one_li
     torch.save({"state_dict": {"model.head.weight": torch.zeros(2)}, "pytorch-lightning_version": "2.6.6"},
                checkpoint)
     with pytest.raises(ConfigError, match=r"checkpoint .*other.ckpt is not a model of .*fcn.yaml \(.*\); pass"):
-        main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(checkpoint)])
+        main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt_path", str(checkpoint)])
     with pytest.raises(ConfigError, match="not found"):
-        main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt", str(tmp_path / "missing.ckpt")])
+        main([str(EXPERIMENTS / "fcn.yaml"), "--ckpt_path", str(tmp_path / "missing.ckpt")])

@@ -167,9 +167,9 @@ def script():
 
 @pytest.mark.slow
 def test_script_end_to_end(fitted_run, tmp_path, script, capsys):
-    out = tmp_path / "maps.png"
+    out = tmp_path / "attention_val1.png"
     ckpt = str(fitted_run / "checkpoints" / "last.ckpt")
-    assert script.main(["--ckpt", ckpt, "--index", "1", "--out", str(out)]) == 0
+    assert script.main(["--ckpt_path", ckpt, "--index", "1", "--output_dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     with Image.open(out) as picture:
         picture.verify()
@@ -182,26 +182,29 @@ def test_script_end_to_end(fitted_run, tmp_path, script, capsys):
 def test_script_with_an_image_file_and_points(fitted_run, tmp_path, script):
     image = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 72, 3)) * 255).astype(np.uint8)).save(image)
-    out = tmp_path / "photo_maps.png"
-    ckpt = str(fitted_run / "checkpoints" / "last.ckpt")
-    assert script.main(["--ckpt", ckpt, "--image", str(image), "--points", "5,7", "40,70", "--out", str(out)]) == 0
+    out = fitted_run / "maps" / "attention_photo.png"  # default: the run folder's maps/
+    assert script.main(["--ckpt_path", str(fitted_run), "--image", str(image), "--points", "5,7", "40,70"]) == 0
     with Image.open(out) as picture:
         assert picture.height > 2 * 100  # one row per point
 
 
 @pytest.mark.slow
 def test_script_errors_are_one_line(fitted_run, tmp_path, script, capsys):
+    from lit_seg.cli import main
+
     ckpt = fitted_run / "checkpoints" / "last.ckpt"
-    out = str(tmp_path / "x.png")
+    out = tmp_path / "maps"
 
     def error(*args) -> str:
-        assert script.main([*args, "--out", out]) == 2
+        with pytest.raises(SystemExit) as stop:
+            main(["maps", *args, "--output_dir", str(out)])
+        assert stop.value.code == 2
         lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("attention_maps: error: "), lines
+        assert len(lines) == 1 and lines[0].startswith("lit-seg: error: "), lines
         return lines[0]
 
-    assert "does not exist" in error("--ckpt", str(tmp_path / "missing.ckpt"))
-    assert "outside the 64x64 image" in error("--ckpt", str(ckpt), "--index", "0", "--points", "10,64")
+    assert "not found" in error("--ckpt_path", str(tmp_path / "missing.ckpt"))
+    assert "outside the 64x64 image" in error("--ckpt_path", str(ckpt), "--index", "0", "--points", "10,64")
     # The same run with an FCN head: no attention to show.
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     saved["hyper_parameters"]["head"] = {"class_path": "lit_seg.models.heads.FCNHead", "init_args": {"channels": 8}}
@@ -210,16 +213,16 @@ def test_script_errors_are_one_line(fitted_run, tmp_path, script, capsys):
     saved["state_dict"] = fcn.state_dict()
     (tmp_path / "fcn" / "checkpoints").mkdir(parents=True)
     torch.save(saved, tmp_path / "fcn" / "checkpoints" / "last.ckpt")
-    assert "FCNHead has no attention maps" in error("--ckpt", str(tmp_path / "fcn" / "checkpoints" / "last.ckpt"))
-    assert not Path(out).exists()
+    assert "FCNHead has no attention maps" in error("--ckpt_path", str(tmp_path / "fcn" / "checkpoints" / "last.ckpt"))
+    assert not out.exists()
 
 
 @pytest.mark.slow
 def test_callback_is_a_no_op_for_a_head_without_attention(tmp_path, caplog):
     from lightning.pytorch import Trainer
 
+    from lit_seg.api.callbacks import AttentionMapLogger
     from lit_seg.data import SyntheticDataModule
-    from lit_seg.train.callbacks import AttentionMapLogger
 
     data = SyntheticDataModule(task="global", image_size=(32, 32), train_size=4, val_size=2, batch_size=2,
                                num_workers=0)
@@ -244,8 +247,8 @@ def test_callback_logs_its_pictures_to_wandb_in_one_size(tmp_path, monkeypatch):
     from lightning.pytorch import Trainer
     from lightning.pytorch.loggers import WandbLogger
 
+    from lit_seg.api.callbacks import AttentionMapLogger
     from lit_seg.data import SyntheticDataModule
-    from lit_seg.train.callbacks import AttentionMapLogger
 
     class CapturingLogger(WandbLogger):
         def __init__(self, **kwargs) -> None:

@@ -1,42 +1,12 @@
-"""W&B start-up: the Launch-inputs import is skipped only when no Launch inputs can exist."""
+"""W&B start-up: its service process started while the command line is parsed, and only for runs
+that log to W&B."""
 
 import subprocess
 import sys
 
-CHILD = """
-import sys
-from wandb.sdk.wandb_run import Run
-from lit_seg.cli.wandb_env import skip_unstaged_launch_inputs
-
-calls = []
-Run._detect_and_apply_job_inputs = lambda self: calls.append("applied")
-skip_unstaged_launch_inputs()
-skip_unstaged_launch_inputs()  # idempotent: wraps once
-Run._detect_and_apply_job_inputs(object())
-print("unstaged", calls, "wandb.sdk.launch" in sys.modules)
-import wandb.sdk.launch.inputs.internal  # what staging launch inputs imports
-Run._detect_and_apply_job_inputs(object())
-print("staged", calls)
-"""
-
-
-def test_launch_inputs_are_applied_exactly_when_they_can_have_been_staged():
-    # A fresh interpreter: the test must see whether wandb.sdk.launch gets imported.
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=120, check=True)
-    lines = out.stdout.splitlines()
-    assert lines == ["unstaged [] False", "staged ['applied']"], out.stdout + out.stderr
-
-
-def test_the_wrapped_wandb_method_still_exists():
-    # A wandb release that renames it would silently bring the 0.6 s import back; this says so.
-    from wandb.sdk.wandb_run import Run
-
-    assert callable(Run._detect_and_apply_job_inputs)
-
-
 EARLY_SERVICE = """
 import os, sys
-from lit_seg.cli.wandb_env import start_wandb_service_early
+from lit_seg.api.wandb_env import start_wandb_service_early
 from wandb.sdk import wandb_setup
 
 thread = start_wandb_service_early(["fit", "--config", sys.argv[1]])
@@ -61,7 +31,7 @@ def test_the_early_service_is_the_one_wandb_init_uses(tmp_path):
 
 
 def test_no_early_service_where_nothing_logs_to_wandb(tmp_path, monkeypatch):
-    from lit_seg.cli.wandb_env import start_wandb_service_early
+    from lit_seg.api.wandb_env import start_wandb_service_early
 
     with_wandb = tmp_path / "w.yaml"
     with_wandb.write_text("trainer:\n  logger:\n    - class_path: lightning.pytorch.loggers.WandbLogger\n")

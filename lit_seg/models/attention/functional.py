@@ -82,7 +82,7 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
 
     Channel-first: q (B, d, N), k (B, d, M), v (B, e, M) -> out (B, e, N). Per block of query
     rows only fused ops (a product, ``softmax``, a product; in the backward ``softmax`` again and
-    ``_softmax_backward_data``): few passes over the block, and few ops, which matters on a
+    the softmax's backward in place): few passes over the block, and few ops, which matters on a
     shared CPU where every parallel op can wait for a busy core.
     """
 
@@ -116,9 +116,9 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
             if need_v:
                 grad_v.baddbmm_(grad_block, weights)
             if need_q or need_k:
-                grad_weights = torch.bmm(grad_block.transpose(1, 2), v)  # (B, rows, M)
-                grad_logits = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
-                del grad_weights
+                # The softmax's backward, w * (g - sum(g * w)), in place on g (no second block-sized tensor).
+                grad_logits = torch.bmm(grad_block.transpose(1, 2), v).mul_(weights)  # (B, rows, M): g * w
+                grad_logits.addcmul_(weights, grad_logits.sum(dim=-1, keepdim=True), value=-1.0)
                 if need_q:
                     torch.bmm(k, grad_logits.transpose(1, 2), out=grad_q[:, :, block]).mul_(scale)
                 if need_k:

@@ -1,39 +1,21 @@
-"""Checkpoints named on the command line: read safely, checked against the model, and found for
-``lit-seg fit --resume <run folder>``. Each failure is one :class:`ConfigError` line that says
-what is wrong with the file and what to pass instead.
+"""Trained models on disk: a run folder's checkpoint found, read safely, checked against a model,
+and loaded (:func:`load_module`, the one loader every tool uses). Each failure is one
+:class:`ConfigError` line that says what is wrong with the file and what to pass instead.
 """
 
-import os
+import json
 from pathlib import Path
 
+import torch
+import yaml
+
 from lit_seg.errors import ConfigError
-
-
-def resume_config(folder: str | Path) -> Path:
-    """The run's saved ``config.yaml``, the first config of ``lit-seg fit --resume <folder>``."""
-    config = Path(folder) / "config.yaml"
-    if not config.is_file():
-        what = "does not exist" if not Path(folder).exists() else "has no config.yaml"
-        raise ConfigError(f"--resume {folder}: {what}; pass a run folder, runs/<experiment>/<run> (every run writes "
-                          f"its config.yaml there when it starts)")
-    return config
-
-
-def resume_checkpoint(folder: str | Path) -> Path:
-    """The newest ``last*.ckpt`` of the run (``last.ckpt`` unless a copy was versioned ``last-v1``)."""
-    candidates = sorted(Path(folder).glob("checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise ConfigError(f"--resume {folder}: no checkpoint to resume from ({Path(folder) / 'checkpoints'} holds no "
-                          f"last.ckpt: the run stopped before writing one); start it again with "
-                          f"--config {Path(folder) / 'config.yaml'}")
-    return candidates[-1]
+from lit_seg.train.module import EVAL_ARGS, SegmentationModule
 
 
 def run_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given, or a run folder's best checkpoint (by ``val/mIoU``, as its
     ``summary.json`` names it, else the newest ``best*.ckpt``), else its newest ``last*.ckpt``."""
-    import json
-
     path = Path(path)
     if not path.is_dir():
         return path
@@ -55,8 +37,6 @@ def run_checkpoint(path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint at ``path`` (tensors memory-mapped, not read), or a ConfigError saying why not."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         hint = (" (a folder: to continue a run use lit-seg fit --resume <run folder>)" if path.is_dir() else "")
@@ -116,42 +96,30 @@ def check_checkpoint_fits(checkpoint: dict, model, path) -> None:
                           f"that wrote it (--config <run>/config.yaml)")
 
 
-def resume_into(csv, folder: Path, checkpoint: dict | None) -> str:
-    """Points the CSV logger at the resumed run's folder; returns the run's id (the folder's suffix).
+def load_module(path: str | Path, device: str = "cpu", **eval_settings):
+    """A run folder (its best checkpoint and the evaluation recipe of its ``config.yaml``) or a
+    ``.ckpt`` file -> the trained :class:`~lit_seg.train.module.SegmentationModule`, in eval mode.
 
-    The folder is spelled as in the checkpoint when that is the same folder (ModelCheckpoint
-    keeps its state, e.g. which file is ``last.ckpt``, only for an identical path string)."""
-    saved = next((state.get("dirpath") for key, state in ((checkpoint or {}).get("callbacks") or {}).items()
-                  if str(key).startswith("ModelCheckpoint") and isinstance(state, dict)), None)
-    if saved and (folder / "checkpoints").is_dir() and Path(saved).is_dir() \
-            and os.path.samefile(saved, folder / "checkpoints"):
-        folder = Path(saved).parent
-    csv.init_args.save_dir = str(folder.parent.parent)
-    csv.init_args.name, csv.init_args.version = folder.parent.name, folder.name
-    if csv.class_path == "lightning.pytorch.loggers.CSVLogger":  # a run from before ResumableCSVLogger
-        csv.class_path = "lit_seg.train.fault_tolerance.ResumableCSVLogger"
-    return folder.name.rsplit("-", 1)[-1]
-
-
-def expand_run_folder_ckpt(argv: list[str]) -> list[str]:
-    """``--ckpt_path <run folder>`` (validate, test, predict): the run's ``config.yaml`` right after
-    the subcommand (every other argument overrides it) and its best checkpoint as the path."""
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg == "--ckpt_path" and i + 1 < len(args):
-            value, span = args[i + 1], (i, i + 2)
-        elif arg.startswith("--ckpt_path="):
-            value, span = arg.split("=", 1)[1], (i, i + 1)
-        else:
-            continue
-        folder = Path(value)
-        if not folder.is_dir():
-            return args
-        config = folder / "config.yaml"
-        if not config.is_file():
-            raise ConfigError(f"--ckpt_path {folder} is a folder without config.yaml; pass a run folder "
-                              f"(runs/<experiment>/<run>) or a .ckpt file")
-        args[span[0]:span[1]] = ["--ckpt_path", str(run_checkpoint(folder))]
-        first = 1 if args and not args[0].startswith("-") else 0  # after the subcommand
-        return args[:first] + ["--config", str(config)] + args[first:]
-    return args
+    ``eval_settings`` override the evaluation recipe (``eval_mode``, ``eval_crop``, ``eval_stride``,
+    ``eval_scales``, ``eval_flip``), which a checkpoint does not hold: the run folder's
+    ``config.yaml`` gives it, else the module's defaults."""
+    unknown = set(eval_settings) - set(EVAL_ARGS)
+    if unknown:
+        raise ConfigError(f"unknown evaluation settings {sorted(unknown)}; valid: {', '.join(EVAL_ARGS)}")
+    folder = Path(path)
+    ckpt = run_checkpoint(folder)
+    read_checkpoint(ckpt)  # a one-line ConfigError for a missing or foreign file
+    recipe = {}
+    if folder.is_dir() and (folder / "config.yaml").is_file():
+        model = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("model") or {}
+        recipe = {k: model[k] for k in EVAL_ARGS if model.get(k) is not None}
+    recipe.update(eval_settings)
+    try:
+        module = SegmentationModule.load_from_checkpoint(ckpt, map_location=device, **recipe)
+    except ConfigError:
+        raise
+    except Exception as err:  # a checkpoint of an older layout, or hyperparameters that no longer build
+        raise ConfigError(f"cannot rebuild the model from {ckpt} ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:300]}); use a checkpoint written by this version of "
+                          f"lit-seg") from None
+    return module.to(device).eval()

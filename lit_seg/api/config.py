@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from lit_seg.cli.checkpoints import expand_run_folder_ckpt, resume_config
+from lit_seg.api.run_folder import expand_run_folder_ckpt, resume_checkpoint, resume_config
 from lit_seg.errors import ConfigError
 
 
@@ -98,9 +98,11 @@ def expand_argv(argv: Sequence[str]) -> list[str]:
             i += 2
             continue
         if arg == "--resume" and i + 1 < len(args) or arg.startswith("--resume="):
-            # A run folder: its saved config first (later arguments override it), then the folder itself.
+            # A run folder: its saved config first (later arguments override it), the folder itself,
+            # and its newest last checkpoint (a later --ckpt_path overrides that).
             folder = args[i + 1] if arg == "--resume" else arg.split("=", 1)[1]
-            out += ["--config", str(resume_config(folder)), "--resume", folder]
+            out += ["--config", str(resume_config(folder)), "--resume", folder,
+                    "--ckpt_path", str(resume_checkpoint(folder))]
             i += 2 if arg == "--resume" else 1
             continue
         if arg.startswith("--config="):

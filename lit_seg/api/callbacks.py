@@ -1,4 +1,5 @@
-"""Callbacks that make a run folder self-describing."""
+"""Callbacks that make a run folder self-describing: ``summary.json``, attention maps, prediction
+overlays, confusion matrices, the model summary and the console's last line."""
 
 import json
 import math
@@ -8,17 +9,36 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from lit_seg.errors import ConfigError
+from lit_seg.inference.query_dependence import query_dependence
+from lit_seg.inference.visualize import (
+    EvalMode,
+    attention_maps,
+    denormalize,
+    object_centres,
+    overlay,
+    predict,
+    prediction_overlay,
+    same_size,
+)
+from lit_seg.train.fault_tolerance import LastCheckpoint
+from lit_seg.train.fault_tolerance import run_folder as _run_folder
+from lit_seg.train.flops import count_flops
+from lit_seg.train.metrics import confusion_figure
 
-def _run_folder(trainer: pl.Trainer) -> str:
-    # The one definition (checkpoints go there too); with `--trainer.logger false` the CLI makes
-    # the trainer's root the run folder.
-    from lit_seg.train.fault_tolerance import run_folder
 
-    return run_folder(trainer)
+def validation_dataset(trainer: pl.Trainer):
+    """The trainer's (first) validation set, if it can be indexed."""
+    loaders = trainer.val_dataloaders
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0] if loaders else None
+    dataset = getattr(loaders, "dataset", None)
+    return dataset if dataset is not None and hasattr(dataset, "__getitem__") else None
 
 
 # W&B summaries of the evaluation metrics: the best (and the last) value of each run.
@@ -66,15 +86,11 @@ class RunSummary(pl.Callback):
         self.count_head_flops = count_head_flops
         self.query_dependence_images = query_dependence_images
         self._query_dependence: float | None = None
-        # The CLI prints the console's last line itself, after W&B's run has printed its own end
-        # (lit_seg.cli.command._end_console); anywhere else this callback prints it at the end of fit.
-        self.defer_console_line = False
-        self.console_line: str | None = None
         self._start = time.monotonic()
         self._head_flops: int | None = None
         self._head_flops_input: list[int] | None = None
         self._flops_counted = False
-        self._best: tuple[float, int] | None = None  # (val/mIoU, epoch), for the console's summary line
+        self._best: tuple[float, int] | None = None  # (val/mIoU, epoch) of this part of the run
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         define_best_metrics(trainer)
@@ -89,10 +105,6 @@ class RunSummary(pl.Callback):
             self._count_head_flops(trainer, pl_module)
 
     def _count_head_flops(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import torch
-
-        from lit_seg.train.flops import count_flops
-
         hparams = getattr(trainer.datamodule, "hparams", None) or {}
         size = getattr(trainer.datamodule, "image_size", None) or next(
             (hparams[k] for k in ("crop_size", "image_size") if hparams.get(k)), None)
@@ -118,9 +130,7 @@ class RunSummary(pl.Callback):
 
     @rank_zero_only
     def _measure_query_dependence(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from lit_seg.inference.query_dependence import query_dependence
-
-        dataset = AttentionMapLogger._dataset(trainer)
+        dataset = validation_dataset(trainer)
         model = getattr(pl_module, "model", None)
         if self.query_dependence_images < 1 or dataset is None or model is None or len(dataset) == 0:
             return
@@ -151,12 +161,15 @@ class RunSummary(pl.Callback):
             "head_flops_input": self._head_flops_input,
             "query_dependence": self._query_dependence,
             "val/mIoU_best": float(best) if best is not None else metrics.get("val/mIoU"),
+            # The epoch of this part's best validation (a resumed run: of the part since the resume).
+            "val/mIoU_best_epoch": self._best[1] if self._best is not None else None,
             "metrics": metrics,
             # Rows: label, columns: prediction, pixels of the last evaluation (lit_seg.train.metrics).
             "confusion_matrix": (pl_module.last_confmat.tolist()
                                  if getattr(pl_module, "last_confmat", None) is not None else None),
             "best_checkpoint": ckpt.best_model_path if ckpt is not None else None,
-            "last_checkpoint": ckpt.last_model_path if ckpt is not None else None,
+            "last_checkpoint": next((cb.best_model_path for cb in trainer.checkpoint_callbacks
+                                     if isinstance(cb, LastCheckpoint) and cb.best_model_path), None),
             "wandb_run_id": wandb.version if wandb is not None else None,
             "group": (getattr(wandb.experiment, "group", None) or None) if wandb is not None else None,
         }
@@ -175,7 +188,7 @@ class RunSummary(pl.Callback):
             except (OSError, ValueError):
                 earlier = {}
             summary["metrics"] = earlier.get("metrics", {})
-            for key in ("val/mIoU_best", "query_dependence"):
+            for key in ("val/mIoU_best", "val/mIoU_best_epoch", "query_dependence"):
                 if summary[key] is None:
                     summary[key] = earlier.get(key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,23 +214,6 @@ class RunSummary(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, pl_module)
-        self._say(trainer)
-
-    @rank_zero_only
-    def _say(self, trainer: pl.Trainer) -> None:
-        """The console's last line: best val/mIoU and its epoch, the run folder, how to view the run."""
-        from lit_seg.cli.console import summary_line
-
-        folder = _run_folder(trainer)
-        if folder is None:
-            return
-        wandb = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
-        run = wandb.experiment if wandb is not None else None
-        url = getattr(run, "url", None) if run is not None and not getattr(run, "offline", True) else None
-        best, epoch = self._best if self._best is not None else (None, None)
-        self.console_line = summary_line(best, epoch, str(folder), url or None)
-        if not self.defer_console_line:
-            print(self.console_line, flush=True)
 
 
 class AttentionMapLogger(pl.Callback):
@@ -249,14 +245,6 @@ class AttentionMapLogger(pl.Callback):
         self._disabled = False
         self._points: dict[int, list[tuple[int, int]]] = {}
 
-    @staticmethod
-    def _dataset(trainer: pl.Trainer):
-        loaders = trainer.val_dataloaders
-        if isinstance(loaders, (list, tuple)):
-            loaders = loaders[0] if loaders else None
-        dataset = getattr(loaders, "dataset", None)
-        return dataset if dataset is not None and hasattr(dataset, "__getitem__") else None
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self._disabled or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
@@ -264,10 +252,7 @@ class AttentionMapLogger(pl.Callback):
 
     @rank_zero_only
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from lit_seg.errors import ConfigError
-        from lit_seg.inference.visualize import attention_maps, denormalize, object_centres, overlay, predict, same_size
-
-        dataset = self._dataset(trainer)
+        dataset = validation_dataset(trainer)
         if dataset is None:
             rank_zero_info("AttentionMapLogger: no indexable validation set; no attention maps drawn")
             self._disabled = True
@@ -358,9 +343,7 @@ class PredictionLogger(pl.Callback):
 
     def _predictions(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loggers: list[WandbLogger],
                      class_names: list[str]) -> None:
-        from lit_seg.inference.visualize import _EvalMode, denormalize, prediction_overlay, same_size
-
-        dataset = AttentionMapLogger._dataset(trainer)
+        dataset = validation_dataset(trainer)
         indices = self.indices if self.indices is not None else range(self.num_images)
         indices = [i for i in indices if dataset is not None and 0 <= i < len(dataset)]
         if not indices:
@@ -372,7 +355,7 @@ class PredictionLogger(pl.Callback):
         use_masks = len(class_names) < 255
         labels[255] = "ignore"
         images, masks, captions, pictures = [], [], [], []
-        with _EvalMode(pl_module):
+        with EvalMode(pl_module):
             for i in indices:
                 image, target = dataset[i][:2]
                 scores, _ = pl_module.segment(image[None].to(pl_module.device))
@@ -427,8 +410,6 @@ class ConfusionMatrixLogger(pl.Callback):
 
     @rank_zero_only
     def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from lit_seg.train.metrics import confusion_figure
-
         confmat = getattr(pl_module, "last_confmat", None)
         if confmat is None:
             return
@@ -442,3 +423,30 @@ class ConfusionMatrixLogger(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=f"{stage}/confusion_matrix", images=[picture], step=trainer.global_step)
+
+
+class ModelSummary(pl.Callback):
+    """The model's parameters when fitting starts: per top-level part (encoder, head, auxiliary
+    head), trainable and total, and the size in MB; on rank zero, into the log.
+
+    Lightning's ``ModelSummary`` would add a FLOPs column of zeros (it counts only with an
+    ``example_input_array``); lit-seg counts the head's FLOPs itself (``summary.json``)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rank_zero_info(model_summary(pl_module))
+
+
+def model_summary(module: torch.nn.Module) -> str:
+    """A table of the parameters of each part of ``module.model`` (or of ``module``'s children)."""
+    root = getattr(module, "model", module)
+    rows = [(name, type(part).__name__, sum(p.numel() for p in part.parameters()),
+             sum(p.numel() for p in part.parameters() if p.requires_grad)) for name, part in root.named_children()]
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    size_mb = sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
+    width = max([len(name) for name, *_ in rows] + [4])
+    kinds = max([len(kind) for _, kind, *_ in rows] + [4])
+    lines = [f"  {'part':<{width}}  {'type':<{kinds}}  {'params':>12}  {'trainable':>12}"]
+    lines += [f"  {name:<{width}}  {kind:<{kinds}}  {n:>12,}  {t:>12,}" for name, kind, n, t in rows]
+    lines.append(f"  {'all':<{width}}  {'':<{kinds}}  {total:>12,}  {trainable:>12,}  ({size_mb:.1f} MB)")
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from lit_seg.api.environment import process_rank
 from lit_seg.errors import ConfigError
 
 
@@ -55,34 +56,6 @@ def check_wandb_reachable(timeout: float = 3.0) -> None:
             f"with `wandb sync runs/<experiment>/<run>/wandb/offline-run-*`") from None
 
 
-_LAUNCH_INPUTS = "wandb.sdk.launch.inputs.internal"
-
-
-def skip_unstaged_launch_inputs() -> None:
-    """Spare every ``wandb.init`` the import of W&B Launch when no Launch inputs were staged.
-
-    ``wandb.init`` ends by applying "staged launch inputs" (``Run._detect_and_apply_job_inputs``),
-    which imports ``wandb.sdk.launch`` and with it W&B's public API, artifacts and pydantic models:
-    about 0.6 s, a tenth of the start-up to the first training step. Inputs can only have been
-    staged through that very module, so while it is not imported there is nothing to apply and the
-    call is skipped; once it is (a W&B Launch job), the original runs unchanged.
-    """
-    import sys
-
-    from wandb.sdk.wandb_run import Run
-
-    original = Run._detect_and_apply_job_inputs
-    if getattr(original, "_lit_seg_skips_unstaged", False):
-        return
-
-    def apply_staged_inputs_only(self) -> None:
-        if _LAUNCH_INPUTS in sys.modules:
-            original(self)
-
-    apply_staged_inputs_only._lit_seg_skips_unstaged = True
-    Run._detect_and_apply_job_inputs = apply_staged_inputs_only
-
-
 def start_wandb_service_early(argv: Sequence[str]) -> threading.Thread | None:
     """Start W&B's service process in the background while the CLI parses and builds the model.
 
@@ -97,8 +70,6 @@ def start_wandb_service_early(argv: Sequence[str]) -> threading.Thread | None:
         return None
     if os.environ.get("WANDB_MODE") == "disabled" or os.environ.get("WANDB_DISABLED", "").lower() in ("1", "true"):
         return None
-    from lit_seg.cli.run_folder import process_rank
-
     if process_rank() != 0 or not any("WandbLogger" in _config_text(arg) for arg in argv):
         return None
 
