@@ -90,7 +90,7 @@ def query_dependence(model: EncoderDecoder, images: Sequence[Tensor] | Tensor, m
 
     ``images``: normalised images (3, H, W) (or a (B, 3, H, W) batch) on the model's device, each
     run through the encoder on its own (sizes may differ). The queries are the cells of the head's
-    input resolution (``features[head.in_index]``), subsampled to at most ``max_queries``
+    input resolution (``head.query_size``), subsampled to at most ``max_queries``
     (:func:`query_grid`, deterministic); each query's map is :func:`query_map`'s choice among
     ``head.attention_maps``, flattened over its keys. 0 means every query attends alike (GCNet's
     one pooling map: exactly 0), 1 that the maps of different queries share no position; at most
@@ -113,8 +113,8 @@ def query_dependence(model: EncoderDecoder, images: Sequence[Tensor] | Tensor, m
     with _EvalMode(model):
         for image in images:
             _check_image(image)
-            x = model.encoder(image[None])[head.in_index]
-            queries = query_grid(tuple(x.shape[-2:]), max_queries).to(x.device)
+            x = head.select_inputs(model.encoder(image[None]))
+            queries = query_grid(head.query_size(x), max_queries).to(image.device)
             maps = query_map(head.attention_maps(x, queries))
             if maps is None:
                 return None
