@@ -21,7 +21,7 @@ from lit_seg.models.encoder_decoder import EncoderDecoder
 
 # The one map of each head that is measured, by the names the heads give their maps (first found).
 # DNL's ("pairwise" + "unary") and Pyramid-OC's ("pyramid_<s>") are picked in query_map.
-SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc")
+SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc", "ema", "apnb", "ham")
 
 
 def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
@@ -30,6 +30,10 @@ def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
     - non-local: ``nonlocal``; OCNet base-OC and ASP-OC: ``oc``; DANet: ``pam`` (the channel
       attention has no query positions; a CAM-only head has no map); GCNet: ``gc``.
     - CCNet: ``composed``, the rollout over the R steps (for R=1 it is ``step1``).
+    - EMANet: ``ema``, the weights of the query's EM reconstruction over the positions; Hamburger:
+      ``ham``, the query's NMF coefficients through the bases.
+    - ANN: ``apnb``, the self-attention over the head's own features (as the other heads' maps);
+      ``afnb``, the high-level queries over the low-level map, is not measured.
     - DNL: ``pairwise + unary``: the block adds ``W(pairwise context) + W(unary context)`` with
       one ``W``, so that sum is the weight each position gets in the query's context.
     - Pyramid-OC: the coarsest grid's map, ``pyramid_<min(sizes)>`` (``pyramid_1`` by default:
