@@ -3,6 +3,8 @@
 They are slow and obviously right; the operators in lit_seg are tested against them.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -149,3 +151,143 @@ def global_context(x: Tensor, block, return_map: bool = False):
     if "add" in block.fusion:
         out = out + _gc_bottleneck(context, block.channel_add_conv)
     return (out, key) if return_map else out
+
+
+# --- EMANet (Li et al. 2019): EM attention, one image at a time ----------------------------------
+
+
+def _em_one_image(feats: Tensor, bases: Tensor, num_stages: int):
+    """The paper's EM on one image's features (C, N) from bases (C, K): each E-step the
+    responsibilities of every position over the bases, softmax over the bases; each M-step every
+    base the responsibility-weighted mean of the positions, L2-normalised. Returns the last bases,
+    responsibilities Z (N, K), Z normalised over the positions and the bases' norms before the
+    last normalisation."""
+    for _ in range(num_stages):
+        z = torch.softmax(feats.T @ bases, dim=1)  # (N, K)
+        z_over_positions = z / z.sum(dim=0, keepdim=True)
+        unnormalised = feats @ z_over_positions  # (C, K)
+        norms = unnormalised.norm(dim=0)
+        bases = unnormalised / norms
+    return bases, z, z_over_positions, norms
+
+
+def expectation_maximization_attention(x: Tensor, block) -> dict[str, Tensor]:
+    """EMANet's EMA unit as mmseg's EMAHead runs it: ``relu(x + BN(W_out relu(mu Z^T)))`` on
+    ``W_in x``, the EM without gradient. Returns ``out`` (B, C, H, W), ``bases`` (the buffer after
+    a training forward: moving average towards the batch mean of the images' bases),
+    ``map`` (B, N, N): A[i, j] = sum_k Z[i, k] Zbar[j, k] / n_k, with ``recon = feats A^T``, and
+    ``recon`` (B, C, N)."""
+    feats = conv1x1(x, block.project).detach()
+    batch, channels, height, width = feats.shape
+    recon, maps, final_bases = [], [], []
+    for b in range(batch):
+        f = feats[b].reshape(channels, height * width)
+        bases, z, z_over_positions, norms = _em_one_image(f, block.bases[0], block.num_stages)
+        recon.append(bases @ z.T)
+        maps.append((z / norms) @ z_over_positions.T)
+        final_bases.append(bases)
+    recon = torch.stack(recon)
+    mean = torch.stack(final_bases).mean(dim=0)
+    new_bases = (1 - block.momentum) * block.bases[0] + block.momentum * mean / mean.norm(dim=0)
+    out_conv = batch_norm(F.conv2d(F.relu(recon.reshape(feats.shape)), block.out[0].weight), block.out[1])
+    return {"out": F.relu(x + out_conv), "bases": new_bases[None], "map": torch.stack(maps), "recon": recon,
+            "feats": feats.flatten(2)}
+
+
+# --- ANN (Zhu et al. 2019): attention over pyramid-pooled keys -------------------------------------
+
+
+def pyramid_pool(x: Tensor, scales) -> Tensor:
+    """Average over each bin of each s x s grid, bins as PyTorch's adaptive pooling: rows
+    floor(a H / s) .. ceil((a + 1) H / s), likewise columns; (B, C, sum s^2), grid after grid,
+    row-major."""
+    _, _, height, width = x.shape
+    pooled = []
+    for s in scales:
+        for a in range(s):
+            top, bottom = math.floor(a * height / s), math.ceil((a + 1) * height / s)
+            for c in range(s):
+                left, right = math.floor(c * width / s), math.ceil((c + 1) * width / s)
+                pooled.append(x[:, :, top:bottom, left:right].mean(dim=(2, 3)))
+    return torch.stack(pooled, dim=2)
+
+
+def _bins(size, scales) -> list[Tensor]:
+    """For each pooled key, the (H, W) indicator of its bin divided by the bin's size."""
+    height, width = size
+    bins = []
+    for s in scales:
+        for a in range(s):
+            top, bottom = math.floor(a * height / s), math.ceil((a + 1) * height / s)
+            for c in range(s):
+                left, right = math.floor(c * width / s), math.ceil((c + 1) * width / s)
+                cell = torch.zeros(height, width, dtype=torch.float64)
+                cell[top:bottom, left:right] = 1.0 / ((bottom - top) * (right - left))
+                bins.append(cell)
+    return bins
+
+
+def _conv_bn_act(x: Tensor, layer) -> Tensor:
+    y = batch_norm(F.conv2d(x, layer[0].weight), layer[1])
+    return activation(y, layer[2]) if len(layer) > 2 else y
+
+
+def pyramid_key_attention(query_feats: Tensor, key_feats: Tensor, block) -> dict[str, Tensor]:
+    """mmseg's ANN SelfAttentionBlock: ``out(softmax(q^T k / sqrt(d)) v)`` with k and v projected and
+    then pyramid-pooled. Returns ``out`` (B, out, H, W) and ``map`` (B, N, H', W'): each query's
+    weight over the pooled keys, spread over the positions of each key's bin."""
+    batch, _, height, width = query_feats.shape
+    query = _conv_bn_act(query_feats, block.query).flatten(2)  # (B, d, N)
+    key = pyramid_pool(_conv_bn_act(key_feats, block.key), block.pool_scales)  # (B, d, M)
+    value = pyramid_pool(conv1x1(key_feats, block.value), block.pool_scales)
+    weights = torch.softmax(query.transpose(1, 2) @ key / block.key_channels**0.5, dim=-1)  # (B, N, M)
+    context = (value @ weights.transpose(1, 2)).reshape(batch, -1, height, width)
+    bins = torch.stack(_bins(key_feats.shape[-2:], block.pool_scales)).to(weights.dtype)  # (M, H', W')
+    return {"out": conv1x1(context, block.out), "map": torch.einsum("bnm,mhw->bnhw", weights, bins)}
+
+
+def asymmetric_fusion(low: Tensor, high: Tensor, block) -> Tensor:
+    """AFNB: 1x1 conv + BN (no activation) on [attention(high queries, low keys), high]."""
+    return _conv_bn_act(torch.cat([pyramid_key_attention(high, low, block.attention)["out"], high], 1), block.fuse)
+
+
+def asymmetric_pyramid(x: Tensor, block) -> Tensor:
+    """APNB: 1x1 conv + BN + activation on [attention(x, x), x]."""
+    return _conv_bn_act(torch.cat([pyramid_key_attention(x, x, block.attention)["out"], x], 1), block.fuse)
+
+
+# --- Hamburger (Geng et al. 2021): NMF by multiplicative updates ---------------------------------
+
+
+def nmf(x: Tensor, block) -> dict[str, Tensor]:
+    """Lee and Seung's multiplicative updates of X ~ D C^T per image, from the block's bases and
+    C = softmax(X^T D): ``steps`` updates of C then D, then one more of C; with the one-step
+    gradient the ``steps`` updates see X detached. Returns ``out`` D C^T (B, C, H, W) and ``map``
+    C C^T (B, N, N)."""
+    batch, channels, height, width = x.shape
+    outs, maps = [], []
+    for b in range(batch):
+        data = x[b].reshape(channels, height * width)
+        iterated = data.detach() if block.one_step_gradient else data
+        bases = block.bases[0]
+        coef = torch.softmax(iterated.T @ bases, dim=1)
+        for _ in range(block.steps):
+            coef = coef * (iterated.T @ bases) / (coef @ (bases.T @ bases) + 1e-6)
+            bases = bases * (iterated @ coef) / (bases @ (coef.T @ coef) + 1e-6)
+        coef = coef * (data.T @ bases) / (coef @ (bases.T @ bases) + 1e-6)
+        outs.append((bases @ coef.T).reshape(channels, height, width))
+        maps.append(coef @ coef.T)
+    return {"out": torch.stack(outs), "map": torch.stack(maps)}
+
+
+def norm(x: Tensor, layer) -> Tensor:
+    """BatchNorm with batch statistics, or GroupNorm."""
+    if isinstance(layer, torch.nn.GroupNorm):
+        return F.group_norm(x, layer.num_groups, layer.weight, layer.bias, layer.eps)
+    return batch_norm(x, layer)
+
+
+def hamburger(x: Tensor, block) -> Tensor:
+    """``relu(x + norm(W_up NMF(relu(W_low x))))``."""
+    ham = nmf(F.relu(conv1x1(x, block.ham_in)), block.ham)["out"]
+    return F.relu(x + norm(F.conv2d(ham, block.ham_out[0].weight), block.ham_out[1]))

@@ -15,9 +15,9 @@ from tests import reference
 
 
 def conv_norm_act(x: Tensor, layer) -> Tensor:
-    """conv (no bias) -> BatchNorm with batch statistics -> the layer's activation, if it has one."""
+    """conv (no bias) -> BatchNorm with batch statistics (or GroupNorm) -> the layer's activation, if it has one."""
     conv = layer[0]
-    y = reference.batch_norm(F.conv2d(x, conv.weight, None, padding=conv.padding, dilation=conv.dilation), layer[1])
+    y = reference.norm(F.conv2d(x, conv.weight, None, padding=conv.padding, dilation=conv.dilation), layer[1])
     return reference.activation(y, layer[2]) if len(layer) > 2 else y
 
 
@@ -123,6 +123,20 @@ def danet(x: Tensor, head) -> dict[str, Tensor]:
     return outputs
 
 
+def conv_block_concat(x: Tensor, head, block) -> Tensor:
+    """mmseg's EMAHead and the Hamburger authors' HamHead: conv in -> block -> conv out (mmseg's
+    ``bottleneck`` / ``align``) -> conv_cat(x, .) when ``concat_input``."""
+    y = conv_norm_act(block(conv_norm_act(x, head.conv_in)), head.conv_out)
+    return conv_norm_act(torch.cat([x, y], 1), head.fuse) if head.fuse is not None else y
+
+
+def ann(x: list[Tensor], head) -> Tensor:
+    """mmseg's ANNHead: AFNB(low, high) -> (dropout) -> 3x3 bottleneck -> APNB."""
+    low, high = x
+    fused = reference.asymmetric_fusion(low, high, head.fusion)
+    return reference.asymmetric_pyramid(conv_norm_act(fused, head.bottleneck), head.pyramid)
+
+
 CONTEXT = {
     "FCNHead": fcn,
     "PSPHead": psp,
@@ -132,11 +146,18 @@ CONTEXT = {
     "CCHead": lambda x, head: conv_block_conv(x, head, lambda y: criss_cross(y, head)),
     "GCHead": lambda x, head: conv_block_conv(x, head, lambda y: reference.global_context(y, head.attention)),
     "OCHead": ocnet,
+    "EMAHead": lambda x, head: conv_block_concat(
+        x, head, lambda y: reference.expectation_maximization_attention(y, head.attention)["out"]),
+    "ANNHead": ann,
+    "HamHead": lambda x, head: conv_block_concat(x, head, lambda y: reference.hamburger(y, head.hamburger)),
 }
 
 
-def head_forward(x: Tensor, head) -> dict[str, Tensor]:
-    """The head's training outputs, computed by the reference of its class."""
+def head_forward(features: list[Tensor], head) -> dict[str, Tensor]:
+    """The head's training outputs on the encoder features, computed by the reference of its class
+    (the map ``in_index`` names, or the list of maps for a head that reads several)."""
+    index = head.in_index
+    x = features[index] if isinstance(index, int) else [features[i] for i in index]
     name = type(head).__name__
     if name == "DAHead":
         return danet(x, head)

@@ -230,7 +230,7 @@ class AttentionMapLogger(pl.Callback):
 
     In YAML (``trainer.callbacks``)::
 
-        - class_path: lit_seg.train.callbacks.AttentionMapLogger
+        - class_path: lit_seg.api.callbacks.AttentionMapLogger
           init_args: {num_images: 2}
     """
 
@@ -307,7 +307,7 @@ class PredictionLogger(pl.Callback):
     Predictions use the module's evaluation recipe (``eval_mode``, scales, flip), as
     ``val/mIoU`` does. In YAML (``trainer.callbacks``)::
 
-        - class_path: lit_seg.train.callbacks.PredictionLogger
+        - class_path: lit_seg.api.callbacks.PredictionLogger
           init_args: {num_images: 2}
     """
 

@@ -6,7 +6,7 @@ queries nearly identical).
 
 It sits beside :mod:`lit_seg.inference.visualize`, not in :mod:`lit_seg.study`: like the maps it draws, it
 is a measurement on a model through :meth:`DecodeHead.attention_maps`, and ``RunSummary``
-(:mod:`lit_seg.train.callbacks`) takes it at the end of every fit; :mod:`lit_seg.study` holds the
+(:mod:`lit_seg.api.callbacks`) takes it at the end of every fit; :mod:`lit_seg.study` holds the
 research commands that read the results, which the core does not import.
 """
 
@@ -21,7 +21,7 @@ from lit_seg.models.encoder_decoder import EncoderDecoder
 
 # The one map of each head that is measured, by the names the heads give their maps (first found).
 # DNL's ("pairwise" + "unary") and Pyramid-OC's ("pyramid_<s>") are picked in query_map.
-SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc")
+SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc", "ema", "apnb", "ham")
 
 
 def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
@@ -30,6 +30,10 @@ def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
     - non-local: ``nonlocal``; OCNet base-OC and ASP-OC: ``oc``; DANet: ``pam`` (the channel
       attention has no query positions; a CAM-only head has no map); GCNet: ``gc``.
     - CCNet: ``composed``, the rollout over the R steps (for R=1 it is ``step1``).
+    - EMANet: ``ema``, the weights of the query's EM reconstruction over the positions; Hamburger:
+      ``ham``, the query's NMF coefficients through the bases.
+    - ANN: ``apnb``, the self-attention over the head's own features (as the other heads' maps);
+      ``afnb``, the high-level queries over the low-level map, is not measured.
     - DNL: ``pairwise + unary``: the block adds ``W(pairwise context) + W(unary context)`` with
       one ``W``, so that sum is the weight each position gets in the query's context.
     - Pyramid-OC: the coarsest grid's map, ``pyramid_<min(sizes)>`` (``pyramid_1`` by default:
@@ -90,7 +94,7 @@ def query_dependence(model: EncoderDecoder, images: Sequence[Tensor] | Tensor, m
 
     ``images``: normalised images (3, H, W) (or a (B, 3, H, W) batch) on the model's device, each
     run through the encoder on its own (sizes may differ). The queries are the cells of the head's
-    input resolution (``features[head.in_index]``), subsampled to at most ``max_queries``
+    input resolution (``head.query_size``), subsampled to at most ``max_queries``
     (:func:`query_grid`, deterministic); each query's map is :func:`query_map`'s choice among
     ``head.attention_maps``, flattened over its keys. 0 means every query attends alike (GCNet's
     one pooling map: exactly 0), 1 that the maps of different queries share no position; at most
@@ -113,8 +117,8 @@ def query_dependence(model: EncoderDecoder, images: Sequence[Tensor] | Tensor, m
     with EvalMode(model):
         for image in images:
             check_image(image)
-            x = model.encoder(image[None])[head.in_index]
-            queries = query_grid(tuple(x.shape[-2:]), max_queries).to(x.device)
+            x = head.select_inputs(model.encoder(image[None]))
+            queries = query_grid(head.query_size(x), max_queries).to(image.device)
             maps = query_map(head.attention_maps(x, queries))
             if maps is None:
                 return None

@@ -85,7 +85,7 @@ def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point]
 
     ``image``: one normalised image (3, H, W) on the model's device; ``points``: (row, col) in
     image pixels. The encoder runs in eval mode under ``no_grad`` (the model's mode is restored
-    afterwards); the head's input ``features[head.in_index]`` and the points, mapped to the
+    afterwards); the head's input (``head.select_inputs(features)``) and the points, mapped to the
     feature cell that holds them, go to ``head.attention_maps``. Its (1, Q, h', w') maps are
     upsampled to (H, W) with ``upsample``: ``nearest`` by default, so each feature cell shows as
     one flat block and a map's zeros stay zeros (criss-cross maps stay exactly a cross);
@@ -99,9 +99,8 @@ def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point]
     points = check_points(points, size)
     head = model.head
     with EvalMode(model):
-        features = model.encoder(image[None])
-        x = features[head.in_index]
-        queries = to_feature_points(points, size, tuple(x.shape[-2:])).to(x.device)
+        x = head.select_inputs(model.encoder(image[None]))
+        queries = to_feature_points(points, size, head.query_size(x)).to(image.device)
         maps = head.attention_maps(x, queries)
     if not maps:
         raise ConfigError(f"{type(head).__name__} has no attention maps to show; use an attention head "

@@ -7,7 +7,8 @@
 
 For every operator, ours (lit_seg.models.attention) and the seed's code (lit_seg/study/seed_ops.py,
 same configuration and weights) are measured back to back in the same run; heads are ours only
-(features ``(batch, channels, H, W)`` as the deepest encoder map, head width ``--head-channels``).
+(features ``(batch, channels, H, W)`` as the deepest encoder map, and as every other map a head
+reads, e.g. ANN's low-level one; head width ``--head-channels``).
 Each measurement: parameters; FLOPs of the forward and of forward + backward
 (``torch.utils.flop_counter.FlopCounterMode``: matrix products, convolutions and attention
 kernels; elementwise work is not counted); median latency of ``--repeats`` forward (no_grad)

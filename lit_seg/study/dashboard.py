@@ -33,7 +33,7 @@ HEAD_KEY = "experiment"
 # `_step` counts log calls, not training steps.
 STEP_KEY = "trainer/global_step"
 # Summaries the runs carry: RunSummary's head GFLOPs and W&B's define_metric best/last of val/mIoU
-# (lit_seg.train.callbacks.BEST_METRICS: summary "val/mIoU" = {"max": ..., "last": ...}).
+# (lit_seg.api.callbacks.BEST_METRICS: summary "val/mIoU" = {"max": ..., "last": ...}).
 GFLOPS_KEY = "head_gflops"
 BEST_MIOU = "val/mIoU.max"
 # Images that AttentionMapLogger and PredictionLogger log, and the confusion matrix.

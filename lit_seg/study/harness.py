@@ -83,6 +83,10 @@ OPERATOR_LABELS = {
 }
 
 NUM_CLASSES = 19
+# A head is built for, and given, as many maps as a depth-5 smp encoder returns (the input and five
+# stages), all of them the one measured feature map: every in_index of the recipe's encoder is
+# valid, and a head that reads several maps (ANN's low- and high-level) reads that map for each.
+ENCODER_MAPS = 6
 
 
 
@@ -134,7 +138,7 @@ def build(spec: dict) -> nn.Module:
         seed = nonzero_scales(SEED_OPERATORS[name](channels))
         return seed if spec["impl"] == "seed" else seed_ops.ours_from_seed(seed)
     if kind == "head":
-        return nonzero_scales(HEADS[name].build([channels], NUM_CLASSES, channels=spec["head_channels"]))
+        return nonzero_scales(HEADS[name].build([channels] * ENCODER_MAPS, NUM_CLASSES, channels=spec["head_channels"]))
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -277,7 +281,7 @@ def measure(spec: dict) -> dict:
         module = build(spec).to(device=device, dtype=dtype).train()
         height, width = spec["size"]
         x = torch.randn(spec["batch"], spec["channels"], height, width, device=device, dtype=dtype, requires_grad=True)
-        inputs, leaves = ([x] if spec["kind"] == "head" else x), [x]
+        inputs, leaves = ([x] * ENCODER_MAPS if spec["kind"] == "head" else x), [x]
         out_shapes = ([(spec["batch"], NUM_CLASSES, height, width)] * len(module.loss_weights) if spec["kind"] == "head"
                       else [x.shape])
     result = {"params": sum(p.numel() for p in module.parameters()), "threads": torch.get_num_threads()}

@@ -50,7 +50,7 @@ def test_evaluation_output_equals_the_training_output(name):
     assert evaluated["out"].abs().max() > 1e-3  # not a trivially equal zero map
 
 
-@pytest.mark.parametrize("name", ["danet", "ccnet_r2", "oc_asp"])
+@pytest.mark.parametrize("name", ["danet", "ccnet_r2", "oc_asp", "ema", "ann", "ham"])
 def test_the_model_evaluates_the_head_output_it_trains(name):
     """The same through EncoderDecoder (encoder, aux head, upsampling), as validation runs it."""
     model = EncoderDecoder(build_encoder("resnet18", depth=3), lambda c, n: HEADS[name].build(c, n, channels=8),
@@ -69,23 +69,30 @@ def test_the_model_evaluates_the_head_output_it_trains(name):
 @pytest.mark.parametrize("name", HEADS_AND_OPTIONS)
 def test_head_matches_the_plain_reference_forward_and_gradients(name):
     head = randomize(build(name, dropout=0.0), std=0.25).double().train()
-    x = torch.randn(2, CHANNELS[-1], 6, 7, dtype=torch.float64, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    got = head([None, None, x])
-    want = reference_heads.head_forward(x_ref, head)
+    # Every encoder map (a head may read several, ANN two); the reference runs first, since a
+    # training forward may update buffers (EMA's bases) after computing its output.
+    feats = [torch.randn(2, c, 6, 7, dtype=torch.float64, requires_grad=True) for c in CHANNELS]
+    feats_ref = [f.detach().clone().requires_grad_(True) for f in feats]
+    want = reference_heads.head_forward(feats_ref, head)
+    got = head(feats)
     assert set(got) == set(want) == set(head.loss_weights)
     for key in want:
         torch.testing.assert_close(got[key], want[key], msg=key)
     grads = {key: torch.randn_like(value) for key, value in want.items()}
-    params = [p for p in head.parameters() if p.requires_grad]
-    got_grads = torch.autograd.grad([got[k] for k in want], [x, *params], [grads[k] for k in want], allow_unused=True)
-    want_grads = torch.autograd.grad([want[k] for k in want], [x_ref, *params], [grads[k] for k in want],
+    # Trainable weights only: EMA's W_in is frozen (requires_grad=False), as mmseg's ema_mid_conv.
+    named = [(pname, p) for pname, p in head.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    got_grads = torch.autograd.grad([got[k] for k in want], [*feats, *params], [grads[k] for k in want],
+                                    allow_unused=True)
+    want_grads = torch.autograd.grad([want[k] for k in want], [*feats_ref, *params], [grads[k] for k in want],
                                      allow_unused=True)
-    for (pname, _), g, w in zip([("input", x), *head.named_parameters()], got_grads, want_grads, strict=True):
+    inputs = [(f"input {i}", f) for i, f in enumerate(feats)]
+    for (pname, _), g, w in zip([*inputs, *named], got_grads, want_grads, strict=True):
         if w is None:
             assert g is None or not g.any(), pname
             continue
         torch.testing.assert_close(g, w, msg=pname)
+    assert any(g is not None and g.any() for g in got_grads[:len(feats)])
 
 
 # --- parameter counts at the recipe's size (ResNet-50 D8: 2048 input channels, 512 wide, 19 classes)
@@ -152,6 +159,40 @@ OFFICIAL_PARAMS = {
     + conv(256, 256) + bn(256) + conv(512, 256) + bn(256) + 3 * (conv(512, 256, 3) + bn(256))
     + conv(1280, 512) + bn(512) + CLS,
 }
+# ema_head.py (EMAHead; configs/_base_/models/emanet_r50-d8.py: ema_channels 512): ema_in_conv 3x3
+# 2048 -> 512 + BN; ema_mid_conv 1x1 512 -> 512 with bias, no norm (frozen, still counted); EMAModule's
+# bases are a buffer; ema_out_conv 1x1 512 -> 512 + BN; bottleneck 3x3 512 -> channels + BN; conv_cat
+# 3x3 (2048 + channels) -> channels + BN; conv_seg. The config's head is 256 wide after the EMA
+# module; ours keeps the recipe's one width, 512 (EMA_MMSEG_CONFIG below is the config's own size).
+
+
+def ema(channels: int) -> int:
+    return (conv(2048, 512, 3) + bn(512) + conv(512, 512, bias=True) + conv(512, 512) + bn(512)
+            + conv(512, channels, 3) + bn(channels) + conv(2048 + channels, channels, 3) + bn(channels)
+            + conv(channels, 19, bias=True))
+
+
+EMA_MMSEG_CONFIG = ema(256)  # channels 256, ema_channels 512
+# ann_head.py (ANNHead; configs/_base_/models/ann_r50-d8.py: in_channels [1024, 2048], project_channels
+# 256, query_scales (1,), key_pool_scales (1, 3, 6, 8)). AFNB's SelfAttentionBlock: key_project
+# ConvModule 1x1 1024 -> 256 + BN + ReLU, query_project 1x1 2048 -> 256 + BN + ReLU, value_project
+# nn.Conv2d 1024 -> 256, out_project nn.Conv2d 256 -> 2048; AFNB.bottleneck 1x1 4096 -> 2048 + BN;
+# ANNHead.bottleneck 3x3 2048 -> 512 + BN + ReLU; APNB's block (share_key_query): key/query 1x1
+# 512 -> 256 + BN + ReLU, value 512 -> 256, out 256 -> 512; APNB.bottleneck 1x1 1024 -> 512 + BN +
+# ReLU; conv_seg.
+ANN = (conv(1024, 256) + bn(256) + conv(2048, 256) + bn(256) + conv(1024, 256, bias=True) + conv(256, 2048, bias=True)
+       + conv(4096, 2048) + bn(2048) + conv(2048, 512, 3) + bn(512)
+       + conv(512, 256) + bn(256) + conv(512, 256, bias=True) + conv(256, 512, bias=True) + conv(1024, 512) + bn(512)
+       + CLS)
+# The Hamburger authors' ResNet-D8 head (Gsunshine/Enjoy-Hamburger seg_mm/mmseg/models/decode_heads/
+# ham_head.py, HamHead; seg_mm/configs/_base_/models/ham_r50-d8.py: in_index 3, channels 512,
+# ham_channels 512, GN(32) norms, whose 2 x C affine parameters count as BN's): squeeze 3x3 2048 -> 512
+# + GN + ReLU; ham_in 1x1 512 -> 512 with bias, no norm; NMF2D (no parameters; our initial bases
+# are a buffer); ham_out 1x1 512 -> 512 + GN; align 3x3 512 -> 512 + GN + ReLU; conv_cat 3x3
+# 2560 -> 512 + GN + ReLU; conv_seg.
+HAM = (conv(2048, 512, 3) + bn(512) + conv(512, 512, bias=True) + conv(512, 512) + bn(512)
+       + conv(512, 512, 3) + bn(512) + conv(2048 + 512, 512, 3) + bn(512) + CLS)
+OFFICIAL_PARAMS |= {"ema": ema(512), "ann": ANN, "ham": HAM}
 DROPPED_BIASES = {"oc_base": 512 + 256 + 512, "oc_pyramid": 512 + 4 * 256 + 2048 + 512, "oc_asp": 512 + 256 + 128 + 256}
 
 
@@ -163,6 +204,14 @@ def test_every_head_of_the_list_has_an_official_count():
 def test_parameter_count_at_the_recipe_size_equals_the_official_head(name):
     head = HEADS[name].build([3, 256, 512, 1024, 2048], 19, channels=512)
     assert sum(p.numel() for p in head.parameters()) == OFFICIAL_PARAMS[name]
+
+
+def test_ema_at_the_mmseg_configs_own_width_is_its_layer_list():
+    head = HEADS["ema"].build([3, 256, 512, 1024, 2048], 19, channels=256, ema_channels=512)
+    assert sum(p.numel() for p in head.parameters()) == EMA_MMSEG_CONFIG
+    frozen = [pname for pname, p in head.named_parameters() if not p.requires_grad]
+    assert frozen == ["attention.project.weight", "attention.project.bias"]  # mmseg's ema_mid_conv
+    assert head.attention.bases.shape == (1, 512, 64) and "attention.bases" in head.state_dict()
 
 
 def test_asp_oc_is_the_current_release_not_the_2018_one():
@@ -191,3 +240,17 @@ def test_initialisation_follows_the_reference():
     assert cc.gamma.item() == da.pam.alpha.item() == da.cam.beta.item() == 0.0
     oc = HEADS["oc_base"].build([2048], 19, channels=512).attention
     assert not oc.W.weight.any() and not oc.W.bias.any()
+    # EMANet: the bases from N(0, 2/K), L2-normalised over the channels; the frozen W_in as mmcv's
+    # ConvModule (Kaiming normal, fan_out, ReLU gain; zero bias), the fixed projection it stays.
+    ema = HEADS["ema"].build([2048], 19, channels=512).attention
+    torch.testing.assert_close(ema.bases.norm(dim=1), torch.ones(1, 64))
+    assert abs(ema.project.weight.std().item() - (2 / 512) ** 0.5) < 2e-3 and not ema.project.bias.any()
+    # ANN: mmseg's constant_init(out_project, 0) in both blocks: a fresh head has no attention context.
+    ann = HEADS["ann"].build([1024, 2048], 19, channels=512)
+    for block in (ann.fusion.attention, ann.pyramid.attention):
+        assert not block.out.weight.any() and not block.out.bias.any()
+    assert ann.pyramid.attention.query is ann.pyramid.attention.key  # APNB shares query and key
+    # Hamburger: NMF's initial bases uniform in [0, 1), L2-normalised over the channels.
+    bases = HEADS["ham"].build([2048], 19, channels=512).hamburger.ham.bases
+    assert bases.shape == (1, 512, 64) and (bases >= 0).all()
+    torch.testing.assert_close(bases.norm(dim=1), torch.ones(1, 64))

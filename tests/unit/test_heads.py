@@ -14,7 +14,7 @@ from lit_seg.models import EncoderDecoder, build_encoder
 from lit_seg.models.attention import GlobalContextBlock
 from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_context
 from lit_seg.models.heads import HEADS as HEAD_LIST
-from lit_seg.models.heads import DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
+from lit_seg.models.heads import ANNHead, DAHead, DecodeHead, EMAHead, FCNHead, GCHead, HamHead, NonLocalHead
 from lit_seg.models.heads.ocnet import region_bounds, regional_attention_map, regional_self_attention
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
@@ -28,7 +28,12 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "nonlocal_dot_sub": (NonLocalHead, {"mode": "dot_product", "sub_sample": True}),
     "nonlocal_concat": (NonLocalHead, {"mode": "concatenation"}),
     "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
+    "ema_no_concat": (EMAHead, {"concat_input": False, "num_stages": 1}),
+    "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
 }
+# Weights that never train, by design: EMA's W_in (mmseg's frozen ema_mid_conv; no gradient flows
+# through the EM, so it keeps its initialisation).
+FROZEN = {"attention.project.weight", "attention.project.bias"}
 
 
 def build(name: str, channels: int = 16, **extra):
@@ -37,8 +42,9 @@ def build(name: str, channels: int = 16, **extra):
 
 
 def features(height: int, width: int, batch: int = 2) -> list[torch.Tensor]:
-    """Encoder features as the heads see them; only the deepest (the heads' input) has its real size."""
-    return [torch.randn(batch, c, 1, 1) for c in CHANNELS[:-1]] + [torch.randn(batch, CHANNELS[-1], height, width)]
+    """Encoder features as the heads see them, every map at the size of an output-stride-8 encoder's
+    (a head may read several: ANN the last two)."""
+    return [torch.randn(batch, c, height, width) for c in CHANNELS]
 
 
 @pytest.mark.parametrize("name", HEAD_LIST)
@@ -52,7 +58,8 @@ def test_every_weight_of_a_fresh_head_gets_a_gradient(name):
     head = build(name).train()
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
     target = torch.randint(0, NUM_CLASSES, (2, 13, 17))
-    weights = {pname: p for pname, p in head.named_parameters() if not pname.endswith("bias")}
+    weights = {pname: p for pname, p in head.named_parameters() if not pname.endswith("bias") and p.requires_grad}
+    assert {pname for pname, p in head.named_parameters() if not p.requires_grad} <= FROZEN
     largest = dict.fromkeys(weights, 0.0)
     for _ in range(3):
         outputs = head(features(13, 17))
@@ -84,6 +91,9 @@ def test_head_outputs_logits_for_every_loss_and_backpropagates(name):
     sum(head.loss_weights[k] * o.square().mean() for k, o in outputs.items()).backward()
     assert feats[-1].grad is not None and feats[-1].grad.abs().sum() > 0
     for pname, p in head.named_parameters():
+        if pname in FROZEN:
+            assert not p.requires_grad and p.grad is None, pname
+            continue
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     head.eval()
     with torch.no_grad():
@@ -99,14 +109,15 @@ def encoder():
 def test_head_builds_from_the_encoder_channels_and_predicts_at_input_resolution(name, encoder):
     head, kwargs = HEADS[name]
     model = EncoderDecoder(encoder, lambda c, n: head(c, n, channels=8, **kwargs), 3, aux_weight=0.4, aux_channels=8)
-    assert model.head.in_channels == 128  # layer2 of resnet18
+    index = model.head.in_index  # layer2 of resnet18 (128); ANN also layer1 (64)
+    assert model.head.in_channels == (128 if isinstance(index, int) else tuple([3, 64, 64, 128][i] for i in index))
     model.train()
     outputs = model(torch.randn(2, 3, 40, 56))
     assert set(outputs) == set(model.loss_weights) == set(model.head.loss_weights) | {"aux"}
     assert all(o.shape == (2, 3, 40, 56) for o in outputs.values())
 
 
-@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl"])
+@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl", "ann", "ema", "ham"])
 @pytest.mark.parametrize("size", [(2, 3), (3, 5), (7, 4)])
 def test_context_heads_work_on_maps_smaller_than_their_pyramids(name, size):
     head = build(name).eval()
@@ -135,9 +146,47 @@ def test_default_arguments_are_the_papers():
     assert (gc.planes, gc.pooling, gc.fusion) == (128, "att", ("add",))
     dnl = build("dnl", channels=512).attention
     assert (dnl.inter_channels, dnl.temperature, dnl.use_scale) == (256, 0.05, True)
+    ema = build("ema", channels=512)
+    assert (ema.attention.num_bases, ema.attention.num_stages, ema.attention.momentum) == (64, 3, 0.1)
+    assert ema.attention.bases.shape == (1, 512, 64) and ema.fuse is not None  # concat_input
+    ann = HEADS["ann"][0]([3, 256, 512, 1024, 2048], 19, channels=512)
+    assert ann.in_index == (-2, -1) and ann.in_channels == (1024, 2048) and ann.key_pool_scales == (1, 3, 6, 8)
+    assert ann.fusion.attention.key_channels == ann.pyramid.attention.key_channels == 256
+    ham = build("ham", channels=512)
+    assert (ham.hamburger.ham.rank, ham.hamburger.ham.steps, ham.hamburger.ham.one_step_gradient) == (64, 6, True)
+    assert ham.hamburger.ham.bases.shape == (1, 512, 64) and ham.fuse is not None
+    norms = [m for m in ham.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.BatchNorm2d))]
+    assert norms and all(isinstance(m, torch.nn.GroupNorm) and m.num_groups == 32 for m in norms)
     assert all(isinstance(m, torch.nn.ReLU) for m in build("ccnet_r2").modules() if "ReLU" in type(m).__name__)
     leaky = [m for m in build("ccnet_r2", activation="leaky_relu").modules() if "ReLU" in type(m).__name__]
     assert leaky and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.01 for m in leaky)
+
+
+def test_in_index_names_as_many_maps_as_the_head_reads():
+    with pytest.raises(ConfigError, match="reads one encoder map: in_index must be an integer"):
+        FCNHead(CHANNELS, NUM_CLASSES, channels=8, in_index=[-2, -1])
+    for bad in (-1, [-3, -2, -1]):
+        with pytest.raises(ConfigError, match="reads 2 encoder maps: in_index must list 2 indices"):
+            ANNHead(CHANNELS, NUM_CLASSES, channels=8, in_index=bad)
+    feats = features(5, 6)
+    head = ANNHead(CHANNELS, NUM_CLASSES, channels=8, in_index=[1, 3])
+    assert head.in_index == (1, 3) and head.in_channels == (64, 128)
+    selected = head.select_inputs(feats)
+    assert selected[0] is feats[1] and selected[1] is feats[3] and head.query_size(selected) == (5, 6)
+    assert build("fcn").select_inputs(feats) is feats[-1]
+
+
+def test_ann_reads_a_low_level_map_of_another_size_and_outputs_at_the_high_level_size():
+    # The built-in encoder: layer1 (64 channels, stride 4) and layer2 (128, stride 8).
+    head = randomize(build("ann"), std=0.2).train()
+    feats = features(6, 9)
+    feats[-2] = torch.randn(2, 64, 12, 18, requires_grad=True)
+    out = head(feats)["out"]
+    assert out.shape == (2, NUM_CLASSES, 6, 9)
+    out.square().mean().backward()
+    assert feats[-2].grad.abs().sum() > 0  # the low-level map reaches the output (AFNB's keys and values)
+    maps = head.eval().attention_maps(head.select_inputs(feats), torch.tensor([[5, 8]]))
+    assert maps["afnb"].shape == (2, 1, 12, 18) and maps["apnb"].shape == (2, 1, 6, 9)
 
 
 def test_danet_three_outputs_and_their_loss_weights():
@@ -272,6 +321,9 @@ ATTENTION = {
     "danet_cam": (set(), None, True),
     "gc": ({"gc"}, (13, 17), True),
     "gc_avg_mul": ({"gc"}, (13, 17), True),
+    "ann": ({"afnb", "apnb"}, (13, 17), True),
+    "ema": ({"ema"}, (13, 17), False),  # not normalised (tested against the reference in test_operators)
+    "ham": ({"ham"}, (13, 17), False),
     "psp": (set(), None, True),
     "aspp": (set(), None, True),
 }
@@ -281,15 +333,15 @@ ATTENTION = {
 def test_attention_maps_shapes_and_normalisation(name):
     names, shape, softmax = ATTENTION[name]
     head = randomize(build(name), std=0.3).eval()
-    x = features(13, 17)[-1]
+    x = head.select_inputs(features(13, 17))
     queries = torch.tensor([[0, 0], [12, 16], [5, 9]])
     with torch.no_grad():
         maps = head.attention_maps(x, queries)
     assert set(maps) == names
     for key, value in maps.items():
         assert value.shape == (2, 3, *shape), key
+        assert (value >= 0).all() or name.startswith("nonlocal_dot"), key
         if softmax:
-            assert (value >= 0).all()
             torch.testing.assert_close(value.sum(dim=(-2, -1)), torch.ones(2, 3), msg=key)
     if names:
         with pytest.raises(ValueError, match="queries must lie inside"):

@@ -5,14 +5,22 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lit_seg.models.attention import (
+    AsymmetricFusion,
+    AsymmetricPyramid,
     ChannelAttention,
     CrissCrossAttention,
+    ExpectationMaximizationAttention,
     GlobalContextBlock,
+    Hamburger,
+    NMF2d,
     NonLocal2d,
     PositionAttention,
+    PyramidKeyAttention,
     SelfAttention2d,
     functional,
 )
+from lit_seg.models.attention.asymmetric_non_local import pyramid_pool
+from lit_seg.models.attention.expectation_maximization import expectation_maximization
 from lit_seg.models.attention.non_local import _relu_pair_sum
 from tests import reference
 from tests.conftest import randomize
@@ -23,15 +31,17 @@ QUERIES = torch.tensor([[0, 0], [1, 2], [3, 3]])
 
 
 def _check_forward_and_backward(block, shape, ref_fn, std=0.5):
-    """Forward and the gradients of the input and every parameter match the reference (float64)."""
+    """Forward and the gradients of the input and every trainable parameter match the reference
+    (float64). The reference runs first: a training forward may update buffers (EMA's bases)
+    after computing its output."""
     block = randomize(block, std).double()
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_(True)
-    out = block(x)
     ref = ref_fn(x_ref, block)
+    out = block(x)
     torch.testing.assert_close(out, ref)
     grad = torch.randn_like(out)
-    params = list(block.parameters())
+    params = [p for p in block.parameters() if p.requires_grad]
     got = torch.autograd.grad(out, [x, *params], grad)
     want = torch.autograd.grad(ref, [x_ref, *params], grad)
     for g, w in zip(got, want, strict=True):
@@ -223,6 +233,218 @@ def test_global_context_planes_never_zero():
     assert GlobalContextBlock(8).planes == 1
 
 
+# --- EMANet: expectation-maximization attention ------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("num_stages", [1, 3])
+def test_ema_matches_the_plain_em(num_stages, shape):
+    block = ExpectationMaximizationAttention(shape[1], num_bases=4, num_stages=num_stages)
+    _check_forward_and_backward(block, shape, lambda x, b: reference.expectation_maximization_attention(x, b)["out"])
+
+
+def test_ema_moves_its_bases_after_the_output_in_training_only():
+    block = randomize(ExpectationMaximizationAttention(8, num_bases=5, momentum=0.3)).double()
+    x = torch.randn(3, 8, 6, 5, dtype=torch.float64)
+    before = block.bases.clone()
+    want = reference.expectation_maximization_attention(x, block)
+    with torch.no_grad():
+        block.eval()
+        evaluated = block(x)
+        assert torch.equal(block.bases, before), "evaluation never updates the bases"
+        block.train()
+        trained = block(x)
+    # Training-mode BatchNorm differs from eval-mode: compare each with the same-mode reference.
+    torch.testing.assert_close(trained, want["out"])  # computed with the bases from before the update
+    torch.testing.assert_close(block.bases, want["bases"])
+    assert not torch.allclose(block.bases, before)
+    block.eval()
+    with torch.no_grad():
+        assert not torch.equal(block(x), evaluated)  # the new bases do change later outputs
+
+
+def test_ema_gives_no_gradient_through_the_em_and_freezes_its_input_projection():
+    block = randomize(ExpectationMaximizationAttention(8, num_bases=4))
+    assert not any(p.requires_grad for p in block.project.parameters())
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    bases_before = block.bases.clone()  # the training forward updates them after its output
+    block(x).sum().backward()
+    assert block.project.weight.grad is None and block.out[0].weight.grad is not None
+    # The input's gradient is the residual path's alone: the same as with the reconstruction fixed.
+    x2 = x.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        feats = block.project(x2).flatten(2)
+        bases, z = expectation_maximization(feats, bases_before.expand(2, -1, -1), block.num_stages)
+        recon = torch.bmm(bases, z.transpose(1, 2)).unflatten(2, (5, 6))
+    torch.nn.functional.relu(x2 + block.out(torch.relu(recon))).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_ema_attention_map_is_the_reconstructions_weights():
+    block = randomize(ExpectationMaximizationAttention(8, num_bases=4)).double().eval()
+    x = torch.randn(2, 8, 5, 7, dtype=torch.float64)
+    want = reference.expectation_maximization_attention(x, block)
+    # The reference's map reproduces the reconstruction exactly: recon = feats A^T.
+    torch.testing.assert_close(want["recon"], want["feats"] @ want["map"].transpose(1, 2))
+    maps = block.attention_map(x, QUERIES)
+    assert maps.shape == (2, 3, 5, 7) and (maps >= 0).all()
+    torch.testing.assert_close(maps.flatten(2), _expected_map(want["map"], QUERIES, 7))
+
+
+def _ema_update_worker(rank: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+    block = ExpectationMaximizationAttention(8, num_bases=4).double()
+    block.load_state_dict(torch.load(f"{folder}/state.pt"))
+    block.train()(torch.load(f"{folder}/input{rank}.pt"))
+    torch.save(block.bases, f"{folder}/bases{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ema_bases_update_is_the_mean_over_the_ddp_processes(tmp_path):
+    """Two gloo processes, each with its own batch: both end with the bases of one process that saw
+    both batches (mmseg's reduce_mean), not with their own batch's."""
+    torch.manual_seed(3)
+    block = randomize(ExpectationMaximizationAttention(8, num_bases=4)).double()
+    inputs = [torch.randn(2, 8, 5, 6, dtype=torch.float64), 3 * torch.randn(2, 8, 5, 6, dtype=torch.float64)]
+    torch.save(block.state_dict(), tmp_path / "state.pt")
+    for rank, x in enumerate(inputs):
+        torch.save(x, tmp_path / f"input{rank}.pt")
+    torch.multiprocessing.spawn(_ema_update_worker, args=(str(tmp_path),), nprocs=2)
+    want = reference.expectation_maximization_attention(torch.cat(inputs), block)["bases"]
+    alone = reference.expectation_maximization_attention(inputs[0], block)["bases"]
+    for rank in range(2):
+        got = torch.load(tmp_path / f"bases{rank}.pt")
+        torch.testing.assert_close(got, want)
+        assert not torch.allclose(got, alone)
+
+
+# --- ANN: attention over pyramid-pooled keys -----------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(7, 5), (13, 17), (3, 2)])
+def test_pyramid_pool_averages_the_adaptive_bins(size):
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    torch.testing.assert_close(pyramid_pool(x, (1, 3, 6, 8)), reference.pyramid_pool(x, (1, 3, 6, 8)))
+
+
+@pytest.mark.parametrize(("key_size", "shared"), [((5, 7), True), ((11, 9), False), ((3, 4), False)])
+def test_pyramid_key_attention_matches_the_plain_reference(key_size, shared):
+    key_in = 6 if shared else 4
+    block = randomize(PyramidKeyAttention(key_in, 6, 5, key_channels=3, pool_scales=(1, 2, 3),
+                                          share_key_query=shared), 0.5).double()
+    query_feats = torch.randn(3, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    key_feats = query_feats if shared else torch.randn(3, key_in, *key_size, dtype=torch.float64, requires_grad=True)
+    leaves = [query_feats] if shared else [query_feats, key_feats]
+    want = reference.pyramid_key_attention(query_feats, key_feats, block)
+    got = block(query_feats, key_feats)
+    assert got.shape == (3, 5, 5, 7)
+    torch.testing.assert_close(got, want["out"])
+    grad = torch.randn_like(got)
+    params = list(block.parameters())
+    for g, w in zip(torch.autograd.grad(got, [*leaves, *params], grad),
+                    torch.autograd.grad(want["out"], [*leaves, *params], grad), strict=True):
+        torch.testing.assert_close(g, w)
+    with torch.no_grad():
+        maps = block.attention_map(query_feats, key_feats, QUERIES)
+    assert maps.shape == (3, 3, *key_size)
+    torch.testing.assert_close(maps.flatten(2), _expected_map(want["map"], QUERIES, 7).flatten(2))
+    torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(3, 3, dtype=torch.float64))
+
+
+def test_pyramid_key_attention_map_gives_the_querys_context():
+    """sum_p map_p v_p over the key map's positions is the query's context before ``out``."""
+    block = randomize(PyramidKeyAttention(4, 6, 5, key_channels=3), 0.5).double().eval()
+    torch.nn.init.eye_(block.out.weight.view(5, 3)[:3])
+    block.out.weight.data[3:] = 0
+    block.out.bias.data.zero_()
+    query_feats, key_feats = torch.randn(2, 6, 5, 7, dtype=torch.float64), torch.randn(2, 4, 9, 11, dtype=torch.float64)
+    with torch.no_grad():
+        maps = block.attention_map(query_feats, key_feats, QUERIES)
+        context = torch.einsum("bqhw,bchw->bcq", maps, block.value(key_feats))
+        got = block(query_feats, key_feats)[:, :3, QUERIES[:, 0], QUERIES[:, 1]]
+    torch.testing.assert_close(got, context)
+
+
+@pytest.mark.parametrize("low_size", [(6, 5), (12, 10)])
+def test_afnb_matches_the_plain_reference(low_size):
+    fusion = randomize(AsymmetricFusion(4, 6, key_channels=3, pool_scales=(1, 3)), 0.5).double()
+    low = torch.randn(2, 4, *low_size, dtype=torch.float64, requires_grad=True)
+    high = torch.randn(2, 6, 6, 5, dtype=torch.float64, requires_grad=True)
+    leaves = [low, high, *fusion.parameters()]
+    want = reference.asymmetric_fusion(low, high, fusion)
+    got = fusion(low, high)
+    torch.testing.assert_close(got, want)
+    grad = torch.randn_like(got)
+    for g, w in zip(torch.autograd.grad(got, leaves, grad), torch.autograd.grad(want, leaves, grad), strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_apnb_matches_the_plain_reference():
+    pyramid = AsymmetricPyramid(6, key_channels=3, pool_scales=(1, 2, 6))
+    _check_forward_and_backward(pyramid, (3, 6, 6, 5), reference.asymmetric_pyramid)
+
+
+def test_asymmetric_blocks_start_without_attention_context():
+    block = PyramidKeyAttention(4, 6, 5, key_channels=3)
+    assert torch.equal(block(torch.randn(2, 6, 5, 7), torch.randn(2, 4, 8, 8)), torch.zeros(2, 5, 5, 7))
+    with pytest.raises(ValueError, match="pool_scales"):
+        PyramidKeyAttention(4, 4, 4, key_channels=2, pool_scales=(0, 2))
+    with pytest.raises(ValueError, match="shared key/query"):
+        PyramidKeyAttention(4, 6, 4, key_channels=2, share_key_query=True)
+
+
+# --- Hamburger: NMF ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("one_step_gradient", [True, False])
+def test_nmf_matches_the_multiplicative_updates(one_step_gradient, shape):
+    block = NMF2d(shape[1], rank=3, steps=4, one_step_gradient=one_step_gradient).double()
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)  # non-negative, as after the lower bread
+    x_ref = x.detach().clone().requires_grad_(True)
+    want = reference.nmf(x_ref, block)
+    got = block(x)
+    torch.testing.assert_close(got, want["out"])
+    grad = torch.randn_like(got)
+    (g,), (w,) = torch.autograd.grad(got, [x], grad), torch.autograd.grad(want["out"], [x_ref], grad)
+    torch.testing.assert_close(g, w)
+    maps = block.attention_map(x.detach(), QUERIES if shape[2] > 3 else QUERIES[:2])
+    queries = QUERIES if shape[2] > 3 else QUERIES[:2]
+    torch.testing.assert_close(maps.flatten(2), _expected_map(want["map"], queries, shape[3]))
+
+
+def test_nmf_one_step_gradient_differs_from_the_full_one_and_both_reach_the_input():
+    x = torch.rand(2, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+    grads = {}
+    for one_step in (True, False):
+        torch.manual_seed(0)
+        block = NMF2d(6, rank=3, steps=5, one_step_gradient=one_step).double()
+        (grads[one_step],) = torch.autograd.grad(block(x).square().sum(), [x])
+    assert grads[True].abs().sum() > 0 and not torch.allclose(grads[True], grads[False])
+
+
+def test_nmf_reconstruction_improves_with_steps_and_stays_non_negative():
+    torch.manual_seed(0)
+    x = torch.rand(1, 8, 6, 6, dtype=torch.float64)
+    errors = []
+    for steps in (0, 2, 8):
+        block = NMF2d(8, rank=4, steps=steps).double()
+        with torch.no_grad():
+            out = block(x)
+        assert (out >= 0).all()
+        errors.append(float((out - x).norm()))
+    assert errors[0] > errors[1] > errors[2]
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_hamburger_matches_the_plain_reference(norm):
+    block = Hamburger(8, rank=3, steps=3, norm=norm)
+    _check_forward_and_backward(block, (2, 8, 5, 7), reference.hamburger, std=0.3)
+
+
 # --- criss-cross attention map ---------------------------------------------------------------
 
 
@@ -298,6 +520,9 @@ LEAN = {
     "self_attention": (16, lambda: SelfAttention2d(16, key_channels=8, value_channels=8)),
     "self_attention_uneven": (16, lambda: SelfAttention2d(16, key_channels=4, value_channels=16)),
     "position_attention": (16, lambda: PositionAttention(16)),
+    "expectation_maximization": (16, lambda: ExpectationMaximizationAttention(16)),
+    "asymmetric_pyramid": (16, lambda: AsymmetricPyramid(16, key_channels=8)),
+    "hamburger": (16, lambda: Hamburger(16)),
 }
 
 
@@ -337,6 +562,9 @@ def test_dense_operators_never_build_the_n_by_n_matrix(name, one_thread):
         lambda: PositionAttention(8, reduction=2),
         lambda: ChannelAttention(),
         lambda: GlobalContextBlock(16, fusion=("add", "mul")),
+        lambda: ExpectationMaximizationAttention(8, num_bases=4),
+        lambda: AsymmetricPyramid(8, key_channels=4),
+        lambda: Hamburger(8, rank=4),
     ],
 )
 def test_operators_run_in_bfloat16(make):

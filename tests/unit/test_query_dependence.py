@@ -95,6 +95,23 @@ def test_non_local_head_equals_a_direct_computation_from_its_maps():
     assert value == pytest.approx(sum(expected) / 2, rel=1e-6)
 
 
+def test_a_head_of_two_maps_is_queried_on_the_last_and_measured_on_its_self_attention():
+    """ANN reads the image (20 x 24) and the stride-4 map (5 x 6): the queries are the cells of the
+    latter, and the value is the distance between their APNB maps."""
+    model = tiny_model(partial(HEADS["ann"].build, channels=8))
+    value = query_dependence(model, IMAGES)
+    queries = torch.tensor([[r, c] for r in range(5) for c in range(6)])
+    expected = []
+    model.eval()
+    with torch.no_grad():
+        for image in IMAGES:
+            maps = model.head.attention_maps(model.encoder(image[None]), queries)
+            assert maps["afnb"].shape == (1, 30, 20, 24) and maps["apnb"].shape == (1, 30, 5, 6)
+            expected.append(hand_distance(maps["apnb"][0].flatten(1)))
+    assert 0.0 < value < 1.0
+    assert value == pytest.approx(sum(expected) / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("head", [partial(FCNHead, channels=8), partial(DAHead, channels=8, branches="cam")])
 def test_heads_without_attention_maps_give_none(head):
     assert query_dependence(tiny_model(head), IMAGES) is None
@@ -115,6 +132,8 @@ def test_the_map_measured_per_head():
     assert query_map({"step1": a, "composed": b}) is b  # CCNet: the composition
     assert torch.equal(query_map({"pairwise": a, "unary": b}), a + b)  # DNL: both terms of the context
     assert query_map({"pyramid_2": a, "pyramid_1": b, "pyramid_6": c}) is b  # Pyramid-OC: the whole-image grid
+    assert query_map({"afnb": a, "apnb": b}) is b  # ANN: the self-attention (APNB), not the fusion
+    assert query_map({"ema": a}) is a and query_map({"ham": c}) is c
     assert query_map({}) is None
     with pytest.raises(ValueError, match="no rule"):
         query_map({"something": a})

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from lit_seg.errors import ConfigError
@@ -17,7 +18,7 @@ from lit_seg.inference.visualize import (
     same_size,
     to_feature_points,
 )
-from lit_seg.models.heads import CCHead, FCNHead
+from lit_seg.models.heads import ANNHead, CCHead, FCNHead
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
 
@@ -106,6 +107,22 @@ def test_attention_maps_at_image_resolution():
     smooth = attention_maps(model, image, points, upsample="bilinear")
     assert smooth["composed"].shape == (3, 64, 80)
     assert to_feature_points(points, (64, 80), (8, 10)).tolist() == [[0, 0], [3, 5], [7, 9]]
+
+
+def test_attention_maps_of_a_head_of_two_maps_query_the_last_one():
+    """ANN on layer1 (stride 4) and layer2 (stride 8): the points map to layer2's cells, and each
+    map is upsampled from its own resolution (AFNB's over layer1)."""
+    model = small_model(ANNHead).eval()
+    image = torch.randn(3, 64, 80)
+    points = [(0, 0), (31, 40)]
+    maps = attention_maps(model, image, points)
+    assert set(maps) == {"afnb", "apnb"} and all(m.shape == (2, 64, 80) for m in maps.values())
+    with torch.no_grad():
+        direct = model.head.attention_maps(model.head.select_inputs(model.encoder(image[None])),
+                                           torch.tensor([[0, 0], [3, 5]]))  # the layer2 cells (8 x 10 map)
+    assert direct["afnb"].shape == (1, 2, 16, 20) and direct["apnb"].shape == (1, 2, 8, 10)
+    for name in maps:
+        torch.testing.assert_close(maps[name], F.interpolate(direct[name], size=(64, 80), mode="nearest")[0])
 
 
 def test_attention_maps_errors():

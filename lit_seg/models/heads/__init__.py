@@ -14,13 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lit_seg.models.heads.ann import ANNHead
 from lit_seg.models.heads.aspp import ASPPHead
 from lit_seg.models.heads.base import ContextHead, DecodeHead
 from lit_seg.models.heads.ccnet import CCHead
 from lit_seg.models.heads.danet import DAHead
 from lit_seg.models.heads.dnl import DNLHead
+from lit_seg.models.heads.ema import EMAHead
 from lit_seg.models.heads.fcn import FCNHead
 from lit_seg.models.heads.gc import GCHead
+from lit_seg.models.heads.ham import HamHead
 from lit_seg.models.heads.non_local import NonLocalHead
 from lit_seg.models.heads.ocnet import OCHead
 from lit_seg.models.heads.psp import PSPHead
@@ -61,18 +64,24 @@ HEADS: dict[str, HeadVariant] = {
     "ccnet_r2": HeadVariant(CCHead, {"recurrence": 2}, "criss-cross attention, R = 2"),
     "ccnet_r3": HeadVariant(CCHead, {"recurrence": 3}, "criss-cross attention, R = 3"),
     "gc": HeadVariant(GCHead, {}, "global context block"),
+    "ema": HeadVariant(EMAHead, {}, "expectation-maximization attention, 64 bases"),
+    "ann": HeadVariant(ANNHead, {}, "asymmetric non-local: fusion of stages 3 and 4 (AFNB), pyramid (APNB)"),
+    "ham": HeadVariant(HamHead, {}, "Hamburger: NMF matrix decomposition, one-step gradient"),
 }
 
 __all__ = [
     "HEADS",
+    "ANNHead",
     "ASPPHead",
     "CCHead",
     "ContextHead",
     "DAHead",
     "DNLHead",
     "DecodeHead",
+    "EMAHead",
     "FCNHead",
     "GCHead",
+    "HamHead",
     "HeadVariant",
     "NonLocalHead",
     "OCHead",

@@ -3,10 +3,12 @@ conv in -> context block -> conv out -> concat -> fuse pattern of the non-local,
 DNL heads."""
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from lit_seg.errors import ConfigError
 from lit_seg.models.layers import Activation, ConvNormAct
 
 
@@ -18,6 +20,12 @@ class DecodeHead(nn.Module):
     extra training outputs (DANet's branch losses) implements :meth:`context_with_branches`
     instead and registers a classifier and a loss weight per branch with :meth:`add_branches`.
 
+    A head that reads several encoder maps (ANN: stages 3 and 4) sets the class attribute
+    :attr:`num_inputs`; its ``in_index`` is then a sequence of that many indices, ``in_channels``
+    the tuple of their channels, and :meth:`context` and :meth:`attention_maps` get the list of
+    maps (:meth:`select_inputs`). Its output, and its attention queries, are at the resolution of
+    the last of them (:meth:`query_size`).
+
     :meth:`forward` is final: the output ``out`` is ``classify(fused features)`` in every mode,
     computed in one place, so evaluation cannot drift from what training optimised. Training
     adds the branch outputs; evaluation skips only their classifiers.
@@ -28,10 +36,14 @@ class DecodeHead(nn.Module):
         num_classes: number of classes (from the data set).
         channels: width of the head (512 in mmsegmentation's recipe).
         dropout: dropout before the classifier (0.1 in the recipe).
-        in_index: which feature map to use; -1 is the deepest.
+        in_index: which feature map to use; -1 is the deepest. A sequence of indices for a head
+            that reads several maps (:attr:`num_inputs`).
         activation: after every BatchNorm of the head's convs: ``relu`` (mmsegmentation, the
             recipe) or ``leaky_relu`` (slope 0.01: InPlaceABN, the official OCNet and CCNet code).
     """
+
+    #: How many encoder maps the head reads: 1 (``in_index`` an int), or more (a sequence of as many).
+    num_inputs: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -39,11 +51,21 @@ class DecodeHead(nn.Module):
         num_classes: int,
         channels: int = 512,
         dropout: float = 0.1,
-        in_index: int = -1,
+        in_index: int | Sequence[int] = -1,
         activation: Activation = "relu",
     ) -> None:
         super().__init__()
-        self.in_channels = in_channels[in_index]
+        name = type(self).__name__
+        if self.num_inputs == 1:
+            if not isinstance(in_index, int):
+                raise ConfigError(f"{name} reads one encoder map: in_index must be an integer, got {in_index!r}")
+            self.in_channels = in_channels[in_index]
+        else:
+            if isinstance(in_index, int) or len(in_index) != self.num_inputs:
+                raise ConfigError(f"{name} reads {self.num_inputs} encoder maps: in_index must list "
+                                  f"{self.num_inputs} indices, got {in_index!r}")
+            in_index = tuple(in_index)
+            self.in_channels = tuple(in_channels[i] for i in in_index)
         self.channels = channels
         self.num_classes = num_classes
         self.in_index = in_index
@@ -87,12 +109,26 @@ class DecodeHead(nn.Module):
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """Attention weights of chosen query positions, for visualisation.
 
-        ``x`` is the head's input (B, ``in_channels``, h, w), ``queries`` a long tensor (Q, 2) of
-        (row, col) in that resolution. Returns named maps of shape (B, Q, h', w') (e.g. one per
-        recurrence step and their composition), computed for the queries only. Heads without
-        attention return ``{}``.
+        ``x`` is the head's input (B, ``in_channels``, h, w) (for a head of several maps, the
+        list :meth:`select_inputs` gives), ``queries`` a long tensor (Q, 2) of (row, col) at
+        :meth:`query_size`. Returns named maps of shape (B, Q, h', w') (e.g. one per recurrence
+        step and their composition), computed for the queries only. Heads without attention
+        return ``{}``.
         """
         return {}
+
+    def select_inputs(self, features: Sequence[Tensor]) -> Tensor | list[Tensor]:
+        """The head's input among the encoder features: ``features[in_index]``, or the list of the
+        maps ``in_index`` names for a head of several maps."""
+        if self.num_inputs == 1:
+            return features[self.in_index]
+        return [features[i] for i in self.in_index]
+
+    @staticmethod
+    def query_size(x: Tensor | Sequence[Tensor]) -> tuple[int, int]:
+        """(h, w) of the head's output and of its attention queries, for the input ``x`` of
+        :meth:`select_inputs`: its map, or the last of several."""
+        return tuple((x if isinstance(x, Tensor) else x[-1]).shape[-2:])
 
     def classify(self, features: Tensor) -> Tensor:
         return self.classifier(self.dropout(features))
@@ -100,7 +136,7 @@ class DecodeHead(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> dict[str, Tensor]:
         """Encoder features -> ``{"out": logits}`` (plus the branch logits in training), each
         (B, num_classes, h, w) at the feature resolution."""
-        fused, branches = self.context_with_branches(features[self.in_index])
+        fused, branches = self.context_with_branches(self.select_inputs(features))
         outputs = {"out": self.classify(fused)}
         if self.training:
             for name, classifier in self.branch_classifiers.items():
