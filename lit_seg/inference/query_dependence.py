@@ -21,7 +21,7 @@ from lit_seg.models.encoder_decoder import EncoderDecoder
 
 # The one map of each head that is measured, by the names the heads give their maps (first found).
 # DNL's ("pairwise" + "unary") and Pyramid-OC's ("pyramid_<s>") are picked in query_map.
-SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc")
+SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc", "ocr")
 
 
 def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
@@ -29,7 +29,10 @@ def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
 
     - non-local: ``nonlocal``; OCNet base-OC and ASP-OC: ``oc``; DANet: ``pam`` (the channel
       attention has no query positions; a CAM-only head has no map); GCNet: ``gc``.
-    - CCNet: ``composed``, the rollout over the R steps (for R=1 it is ``step1``).
+    - CCNet: ``composed``, the rollout over the R steps (for R=1 it is ``step1``); ISA:
+      ``composed``, the rollout over its long- and short-range steps.
+    - OCR: ``ocr``, each query's pixel-region weights composed back to image positions through
+      the soft object regions (its keys are the K regions, not positions).
     - DNL: ``pairwise + unary``: the block adds ``W(pairwise context) + W(unary context)`` with
       one ``W``, so that sum is the weight each position gets in the query's context.
     - Pyramid-OC: the coarsest grid's map, ``pyramid_<min(sizes)>`` (``pyramid_1`` by default:
@@ -113,9 +116,10 @@ def query_dependence(model: EncoderDecoder, images: Sequence[Tensor] | Tensor, m
     with _EvalMode(model):
         for image in images:
             _check_image(image)
-            x = model.encoder(image[None])[head.in_index]
+            features = model.encoder(image[None])
+            x = features[head.in_index]
             queries = query_grid(tuple(x.shape[-2:]), max_queries).to(x.device)
-            maps = query_map(head.attention_maps(x, queries))
+            maps = query_map(head.attention_maps(x, queries, **head.extra_inputs(features)))
             if maps is None:
                 return None
             distances.append(mean_cosine_distance(maps[0].flatten(1)))

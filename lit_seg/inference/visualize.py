@@ -76,8 +76,9 @@ def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point]
 
     ``image``: one normalised image (3, H, W) on the model's device; ``points``: (row, col) in
     image pixels. The encoder runs in eval mode under ``no_grad`` (the model's mode is restored
-    afterwards); the head's input ``features[head.in_index]`` and the points, mapped to the
-    feature cell that holds them, go to ``head.attention_maps``. Its (1, Q, h', w') maps are
+    afterwards); the head's input ``features[head.in_index]`` (and a cascade head's
+    ``extra_inputs``) and the points, mapped to the feature cell that holds them, go to
+    ``head.attention_maps``. Its (1, Q, h', w') maps are
     upsampled to (H, W) with ``upsample``: ``nearest`` by default, so each feature cell shows as
     one flat block and a map's zeros stay zeros (criss-cross maps stay exactly a cross);
     ``bilinear`` gives smoother pictures. Returned on the CPU, float32.
@@ -93,7 +94,7 @@ def attention_maps(model: EncoderDecoder, image: Tensor, points: Sequence[Point]
         features = model.encoder(image[None])
         x = features[head.in_index]
         queries = to_feature_points(points, size, tuple(x.shape[-2:])).to(x.device)
-        maps = head.attention_maps(x, queries)
+        maps = head.attention_maps(x, queries, **head.extra_inputs(features))
     if not maps:
         raise ConfigError(f"{type(head).__name__} has no attention maps to show; use an attention head "
                           "(non-local, OCNet, DANet, CCNet, GCNet)")

@@ -152,7 +152,9 @@ def build(spec: dict) -> nn.Module:
         seed = nonzero_scales(SEED_OPERATORS[name](channels))
         return seed if spec["impl"] == "seed" else seed_ops.ours_from_seed(seed)
     if kind == "head":
-        return nonzero_scales(HEADS[name].build([channels], NUM_CLASSES, channels=spec["head_channels"]))
+        # Two encoder maps of C channels, both given the same features (see measure): a cascade
+        # head (OCR) reads its first stage off the second-to-last; every other head the last.
+        return nonzero_scales(HEADS[name].build([channels, channels], NUM_CLASSES, channels=spec["head_channels"]))
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -291,7 +293,7 @@ def measure(spec: dict) -> dict:
         module = build(spec).to(device=device, dtype=dtype).train()
         height, width = spec["size"]
         x = torch.randn(spec["batch"], spec["channels"], height, width, device=device, dtype=dtype, requires_grad=True)
-        inputs, leaves = ([x] if spec["kind"] == "head" else x), [x]
+        inputs, leaves = ([x, x] if spec["kind"] == "head" else x), [x]
         out_shapes = ([(spec["batch"], NUM_CLASSES, height, width)] * len(module.loss_weights) if spec["kind"] == "head"
                       else [x.shape])
     result = {"params": sum(p.numel() for p in module.parameters()), "threads": torch.get_num_threads()}

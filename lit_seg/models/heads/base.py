@@ -17,6 +17,10 @@ class DecodeHead(nn.Module):
     selected feature map (B, ``self.in_channels``, h, w) to (B, ``channels``, h, w). A head with
     extra training outputs (DANet's branch losses) implements :meth:`context_with_branches`
     instead and registers a classifier and a loss weight per branch with :meth:`add_branches`.
+    A cascade head (OCR: a first stage's prediction feeds the second) also reads other encoder
+    maps, named by :meth:`extra_inputs`, and returns the first stage's logits as a branch
+    registered with :meth:`add_branch_logits`: computed once, used in every mode, loss-weighted
+    in training.
 
     :meth:`forward` is final: the output ``out`` is ``classify(fused features)`` in every mode,
     computed in one place, so evaluation cannot drift from what training optimised. Training
@@ -71,6 +75,18 @@ class DecodeHead(nn.Module):
             self.branch_classifiers[name] = nn.Conv2d(self.channels, self.num_classes, 1)
             self.branch_weights[name] = weight
 
+    def add_branch_logits(self, weights: Mapping[str, float]) -> None:
+        """Extra training outputs that :meth:`context_with_branches` returns as logits already (a
+        cascade's first-stage prediction, which the head itself needs in every mode): loss weights
+        only, no classifier."""
+        self.branch_weights.update(weights)
+
+    def extra_inputs(self, features: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Encoder maps besides ``features[in_index]`` that :meth:`context_with_branches` and
+        :meth:`attention_maps` take, as keyword arguments. None, except in a cascade head (OCR
+        reads its soft object regions off another stage)."""
+        return {}
+
     @property
     def loss_weights(self) -> dict[str, float]:
         """Weight of each training output of :meth:`forward` in the loss."""
@@ -81,16 +97,18 @@ class DecodeHead(nn.Module):
         raise NotImplementedError
 
     def context_with_branches(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Fused features and the features of each branch named in :meth:`add_branches`."""
+        """Fused features and the features of each branch named in :meth:`add_branches` (the logits
+        of each named in :meth:`add_branch_logits`). A cascade head's signature adds its
+        :meth:`extra_inputs`."""
         return self.context(x), {}
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """Attention weights of chosen query positions, for visualisation.
 
         ``x`` is the head's input (B, ``in_channels``, h, w), ``queries`` a long tensor (Q, 2) of
-        (row, col) in that resolution. Returns named maps of shape (B, Q, h', w') (e.g. one per
-        recurrence step and their composition), computed for the queries only. Heads without
-        attention return ``{}``.
+        (row, col) in that resolution; a cascade head also takes its :meth:`extra_inputs`.
+        Returns named maps of shape (B, Q, h', w') (e.g. one per recurrence step and their
+        composition), computed for the queries only. Heads without attention return ``{}``.
         """
         return {}
 
@@ -100,11 +118,14 @@ class DecodeHead(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> dict[str, Tensor]:
         """Encoder features -> ``{"out": logits}`` (plus the branch logits in training), each
         (B, num_classes, h, w) at the feature resolution."""
-        fused, branches = self.context_with_branches(features[self.in_index])
+        fused, branches = self.context_with_branches(features[self.in_index], **self.extra_inputs(features))
         outputs = {"out": self.classify(fused)}
         if self.training:
-            for name, classifier in self.branch_classifiers.items():
-                outputs[name] = classifier(self.dropout(branches[name]))
+            for name in self.branch_weights:
+                if name in self.branch_classifiers:
+                    outputs[name] = self.branch_classifiers[name](self.dropout(branches[name]))
+                else:  # logits already (add_branch_logits)
+                    outputs[name] = branches[name]
         return outputs
 
 
