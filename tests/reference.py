@@ -149,3 +149,99 @@ def global_context(x: Tensor, block, return_map: bool = False):
     if "add" in block.fusion:
         out = out + _gc_bottleneck(context, block.channel_add_conv)
     return (out, key) if return_map else out
+
+
+def conv_norm_act(x: Tensor, layer) -> Tensor:
+    """A ConvNormAct layer: conv (no bias) -> BatchNorm with batch statistics -> its activation, if any."""
+    conv = layer[0]
+    y = batch_norm(F.conv2d(x, conv.weight, None, padding=conv.padding, dilation=conv.dilation), layer[1])
+    return activation(y, layer[2]) if len(layer) > 2 else y
+
+
+def _layers(x: Tensor, layers) -> Tensor:
+    for layer in layers:
+        x = conv_norm_act(x, layer)
+    return x
+
+
+def spatial_gather(x: Tensor, logits: Tensor) -> Tensor:
+    """OCR (Yuan et al. 2020): region k of image b is sum_p softmax_p(logits[b, k])[p] * x[b, :, p],
+    one region and one position at a time. (B, C, H, W), (B, K, H, W) -> (B, C, K, 1)."""
+    batch, _, height, width = x.shape
+    images = []
+    for b in range(batch):
+        regions = []
+        for k in range(logits.shape[1]):
+            weights = torch.softmax(logits[b, k].reshape(-1), dim=0)
+            regions.append(sum(weights[i * width + j] * x[b, :, i, j] for i in range(height) for j in range(width)))
+        images.append(torch.stack(regions, dim=1))  # (C, K)
+    return torch.stack(images).unsqueeze(-1)
+
+
+def object_attention(x: Tensor, regions: Tensor, block, return_map: bool = False):
+    """OCR's object contextual representation, one pixel at a time: the pixel's query against the K
+    region keys (softmax over regions, scaled by key_channels^-0.5), the weighted sum of the region
+    values, the output projection, then the fusion of [context, pixel]. ``return_map``: also the
+    (B, N, K) pixel-region weights."""
+    query = _layers(x, block.pixel_query)  # (B, d, H, W)
+    key = _layers(regions, block.region_key)[..., 0]  # (B, d, K)
+    value = _layers(regions, block.region_value)[..., 0]
+    batch, _, height, width = x.shape
+    contexts, maps = [], []
+    for b in range(batch):
+        pixels, rows = [], []
+        for i in range(height):
+            for j in range(width):
+                weights = torch.softmax(query[b, :, i, j] @ key[b] * block.key_channels**-0.5, dim=0)  # (K,)
+                pixels.append(value[b] @ weights)
+                rows.append(weights)
+        contexts.append(torch.stack(pixels, dim=1).view(-1, height, width))
+        maps.append(torch.stack(rows))
+    context = _layers(torch.stack(contexts), block.out_project)
+    out = _layers(torch.cat([context, x], dim=1), block.fuse)
+    return (out, torch.stack(maps)) if return_map else out
+
+
+def _grouped_relation(y: Tensor, block, same_group) -> tuple[Tensor, Tensor]:
+    """ISA's self-attention step on a whole (padded) map: position p attends to the positions q with
+    ``same_group(p, q)``. BatchNorm statistics over the whole map. Returns the step's output and its
+    (B, N, N) attention matrix (zero outside the groups)."""
+    query, key = _layers(y, block.query), _layers(y, block.key)
+    value = F.conv2d(y, block.value.weight)
+    batch, channels, height, width = y.shape
+    positions = [(i, j) for i in range(height) for j in range(width)]
+    contexts, matrices = [], []
+    for b in range(batch):
+        columns, rows = [], []
+        for p in positions:
+            members = [n for n, q in enumerate(positions) if same_group(p, q)]
+            keys = torch.stack([key[b, :, positions[n][0], positions[n][1]] for n in members], dim=1)
+            values = torch.stack([value[b, :, positions[n][0], positions[n][1]] for n in members], dim=1)
+            weights = torch.softmax(query[b, :, p[0], p[1]] @ keys * block.key_channels**-0.5, dim=0)
+            columns.append(values @ weights)
+            row = y.new_zeros(len(positions))
+            row[members] = weights
+            rows.append(row)
+        contexts.append(torch.stack(columns, dim=1).view(channels, height, width))
+        matrices.append(torch.stack(rows))
+    return conv_norm_act(torch.stack(contexts), block.out_project), torch.stack(matrices)
+
+
+def interlaced_sparse_attention(x: Tensor, block, return_maps: bool = False):
+    """ISA (Huang et al. 2021) from its description: zero-pad the map to whole P_h x P_w blocks (the
+    odd row/column at the bottom/right); long range: each position attends to the positions with
+    its offset inside every block (rows congruent mod P_h, columns mod P_w); short range, on that
+    output: to the positions of its own block; crop the padding. ``return_maps``: also the two
+    (B, N', N') attention matrices over the padded map's N' positions and the padding (top, left)."""
+    block_h, block_w = block.down_factor
+    batch, channels, height, width = x.shape
+    padded_h, padded_w = -(-height // block_h) * block_h, -(-width // block_w) * block_w
+    top, left = (padded_h - height) // 2, (padded_w - width) // 2
+    padded = x.new_zeros(batch, channels, padded_h, padded_w)
+    padded[:, :, top:top + height, left:left + width] = x
+    y, long_map = _grouped_relation(
+        padded, block.long_range, lambda p, q: p[0] % block_h == q[0] % block_h and p[1] % block_w == q[1] % block_w)
+    z, short_map = _grouped_relation(
+        y, block.short_range, lambda p, q: p[0] // block_h == q[0] // block_h and p[1] // block_w == q[1] // block_w)
+    out = z[:, :, top:top + height, left:left + width]
+    return (out, long_map, short_map, (top, left)) if return_maps else out

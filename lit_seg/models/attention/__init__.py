@@ -2,22 +2,30 @@
 
 One constructor style: ``Operator(channels, *, <width: reduction / key_channels / ratio>,
 <mode options>, activation=...)``, the channel count the only positional argument, the defaults
-the paper's (``ChannelAttention`` has no weights but its scale and takes no arguments).
+the paper's (``ChannelAttention`` has no weights but its scale and takes no arguments,
+``SpatialGather`` none at all).
 """
 
 from lit_seg.models.attention.criss_cross import CrissCrossAttention
 from lit_seg.models.attention.disentangled_non_local import DisentangledNonLocal2d
 from lit_seg.models.attention.dual_attention import ChannelAttention, PositionAttention
 from lit_seg.models.attention.global_context import GlobalContextBlock
+from lit_seg.models.attention.interlaced_sparse_attention import GroupedSelfAttention, InterlacedSparseAttention
 from lit_seg.models.attention.non_local import NonLocal2d
+from lit_seg.models.attention.object_attention import ObjectAttention
 from lit_seg.models.attention.self_attention import SelfAttention2d
+from lit_seg.models.attention.spatial_gather import SpatialGather
 
 __all__ = [
     "ChannelAttention",
     "CrissCrossAttention",
     "DisentangledNonLocal2d",
     "GlobalContextBlock",
+    "GroupedSelfAttention",
+    "InterlacedSparseAttention",
     "NonLocal2d",
+    "ObjectAttention",
     "PositionAttention",
     "SelfAttention2d",
+    "SpatialGather",
 ]
