@@ -50,7 +50,7 @@ def test_evaluation_output_equals_the_training_output(name):
     assert evaluated["out"].abs().max() > 1e-3  # not a trivially equal zero map
 
 
-@pytest.mark.parametrize("name", ["danet", "ccnet_r2", "oc_asp"])
+@pytest.mark.parametrize("name", ["danet", "ccnet_r2", "oc_asp", "ocr"])
 def test_the_model_evaluates_the_head_output_it_trains(name):
     """The same through EncoderDecoder (encoder, aux head, upsampling), as validation runs it."""
     model = EncoderDecoder(build_encoder("resnet18", depth=3), lambda c, n: HEADS[name].build(c, n, channels=8),
@@ -70,18 +70,22 @@ def test_the_model_evaluates_the_head_output_it_trains(name):
 def test_head_matches_the_plain_reference_forward_and_gradients(name):
     head = randomize(build(name, dropout=0.0), std=0.25).double().train()
     x = torch.randn(2, CHANNELS[-1], 6, 7, dtype=torch.float64, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    got = head([None, None, x])
-    want = reference_heads.head_forward(x_ref, head)
+    # The second-to-last map, where a cascade head (OCR) computes its first stage; the others ignore it.
+    stage3 = torch.randn(2, CHANNELS[-2], 6, 7, dtype=torch.float64, requires_grad=True)
+    x_ref, stage3_ref = (t.detach().clone().requires_grad_(True) for t in (x, stage3))
+    got = head([None, stage3, x])
+    want = reference_heads.head_forward(x_ref, head, [None, stage3_ref, x_ref])
     assert set(got) == set(want) == set(head.loss_weights)
     for key in want:
         torch.testing.assert_close(got[key], want[key], msg=key)
     grads = {key: torch.randn_like(value) for key, value in want.items()}
     params = [p for p in head.parameters() if p.requires_grad]
-    got_grads = torch.autograd.grad([got[k] for k in want], [x, *params], [grads[k] for k in want], allow_unused=True)
-    want_grads = torch.autograd.grad([want[k] for k in want], [x_ref, *params], [grads[k] for k in want],
+    got_grads = torch.autograd.grad([got[k] for k in want], [x, stage3, *params], [grads[k] for k in want],
+                                    allow_unused=True)
+    want_grads = torch.autograd.grad([want[k] for k in want], [x_ref, stage3_ref, *params], [grads[k] for k in want],
                                      allow_unused=True)
-    for (pname, _), g, w in zip([("input", x), *head.named_parameters()], got_grads, want_grads, strict=True):
+    inputs = [("input", x), ("stage 3", stage3)]
+    for (pname, _), g, w in zip([*inputs, *head.named_parameters()], got_grads, want_grads, strict=True):
         if w is None:
             assert g is None or not g.any(), pname
             continue
@@ -151,8 +155,25 @@ OFFICIAL_PARAMS = {
     "oc_asp": conv(2048, 512, 3) + bn(512) + conv(512, 256, 3) + bn(256) + OC_SELF_ATTENTION["asp"]
     + conv(256, 256) + bn(256) + conv(512, 256) + bn(256) + 3 * (conv(512, 256, 3) + bn(256))
     + conv(1280, 512) + bn(512) + CLS,
+    # configs/_base_/models/ocrnet_r50-d8.py: decode_head[0] = fcn_head.py FCNHead(1024 -> 256, num_convs=1,
+    # concat_input=False) with its own conv_seg; decode_head[1] = ocr_head.py OCRHead: bottleneck 3x3
+    # 2048 -> 512, ObjectAttentionBlock (utils/self_attention_block.py, ocr_channels 256: query_project and
+    # key_project two ConvModules 512 -> 256 -> 256, value_project and out_project one ConvModule each,
+    # 512 -> 256 and 256 -> 512, its bottleneck 1x1 1024 -> 512), conv_seg. No auxiliary head.
+    "ocr": conv(1024, 256, 3) + bn(256) + conv(256, 19, bias=True)
+    + conv(2048, 512, 3) + bn(512) + 2 * (conv(512, 256) + bn(256) + conv(256, 256) + bn(256))
+    + conv(512, 256) + bn(256) + conv(256, 512) + bn(512) + conv(1024, 512) + bn(512) + CLS,
+    # isa_head.py ISAHead(isa_channels 256): in_conv 3x3 2048 -> 512; global_relation and local_relation, each
+    # a SelfAttentionBlock: query_project and key_project two ConvModules 512 -> 256 -> 256, value_project a
+    # plain 1x1 conv 512 -> 512 (its bias 512 dropped: the softmax weights sum to 1, so it adds a constant
+    # that output_project's BatchNorm subtracts; openseg's isa_block has no such bias), output_project
+    # ConvModule 1x1 512 -> 512; out_conv 1x1 1024 -> 512; conv_seg
+    "isa": conv(2048, 512, 3) + bn(512)
+    + 2 * (2 * (conv(512, 256) + bn(256) + conv(256, 256) + bn(256)) + conv(512, 512) + conv(512, 512) + bn(512))
+    + conv(1024, 512) + bn(512) + CLS,
 }
-DROPPED_BIASES = {"oc_base": 512 + 256 + 512, "oc_pyramid": 512 + 4 * 256 + 2048 + 512, "oc_asp": 512 + 256 + 128 + 256}
+DROPPED_BIASES = {"oc_base": 512 + 256 + 512, "oc_pyramid": 512 + 4 * 256 + 2048 + 512, "oc_asp": 512 + 256 + 128 + 256,
+                  "isa": 2 * 512}
 
 
 def test_every_head_of_the_list_has_an_official_count():
@@ -191,3 +212,8 @@ def test_initialisation_follows_the_reference():
     assert cc.gamma.item() == da.pam.alpha.item() == da.cam.beta.item() == 0.0
     oc = HEADS["oc_base"].build([2048], 19, channels=512).attention
     assert not oc.W.weight.any() and not oc.W.bias.any()
+    # Neither mmseg's OCR and ISA blocks nor openseg's zero-initialise anything: every conv starts random.
+    for name in ("ocr", "isa"):
+        head = HEADS[name].build([1024, 2048], 19, channels=512)
+        convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+        assert len(convs) > 10 and all(m.weight.std() > 1e-3 for m in convs), name

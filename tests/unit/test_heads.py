@@ -14,7 +14,7 @@ from lit_seg.models import EncoderDecoder, build_encoder
 from lit_seg.models.attention import GlobalContextBlock
 from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_context
 from lit_seg.models.heads import HEADS as HEAD_LIST
-from lit_seg.models.heads import DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
+from lit_seg.models.heads import DAHead, DecodeHead, FCNHead, GCHead, ISAHead, NonLocalHead, OCRHead
 from lit_seg.models.heads.ocnet import region_bounds, regional_attention_map, regional_self_attention
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
@@ -28,6 +28,8 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "nonlocal_dot_sub": (NonLocalHead, {"mode": "dot_product", "sub_sample": True}),
     "nonlocal_concat": (NonLocalHead, {"mode": "concatenation"}),
     "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
+    "ocr_one_map": (OCRHead, {"regions_index": -1}),  # both stages on one map (the built-in experiment's)
+    "isa_small_blocks": (ISAHead, {"down_factor": (4, 3)}),  # several blocks and groups on the tests' small maps
 }
 
 
@@ -37,8 +39,10 @@ def build(name: str, channels: int = 16, **extra):
 
 
 def features(height: int, width: int, batch: int = 2) -> list[torch.Tensor]:
-    """Encoder features as the heads see them; only the deepest (the heads' input) has its real size."""
-    return [torch.randn(batch, c, 1, 1) for c in CHANNELS[:-1]] + [torch.randn(batch, CHANNELS[-1], height, width)]
+    """Encoder features as the heads see them; the deepest two have their real size (both at stride 8
+    in a D8 encoder): the heads' input, and the map of a cascade head's first stage (OCR)."""
+    return ([torch.randn(batch, c, 1, 1) for c in CHANNELS[:-2]]
+            + [torch.randn(batch, c, height, width) for c in CHANNELS[-2:]])
 
 
 @pytest.mark.parametrize("name", HEAD_LIST)
@@ -106,7 +110,7 @@ def test_head_builds_from_the_encoder_channels_and_predicts_at_input_resolution(
     assert all(o.shape == (2, 3, 40, 56) for o in outputs.values())
 
 
-@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl"])
+@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl", "isa", "ocr"])
 @pytest.mark.parametrize("size", [(2, 3), (3, 5), (7, 4)])
 def test_context_heads_work_on_maps_smaller_than_their_pyramids(name, size):
     head = build(name).eval()
@@ -135,6 +139,12 @@ def test_default_arguments_are_the_papers():
     assert (gc.planes, gc.pooling, gc.fusion) == (128, "att", ("add",))
     dnl = build("dnl", channels=512).attention
     assert (dnl.inter_channels, dnl.temperature, dnl.use_scale) == (256, 0.05, True)
+    ocr = build("ocr", channels=512)
+    assert (ocr.object_attention.key_channels, ocr.regions.channels, ocr.regions.in_index) == (256, 256, -2)
+    assert len(ocr.regions.convs) == 1 and ocr.regions.fuse is None and ocr.loss_weights == {"out": 1.0, "regions": 0.4}
+    assert ocr.dropout.p == ocr.regions.dropout.p == 0.1
+    isa = build("isa", channels=512)
+    assert (isa.attention.down_factor, isa.attention.long_range.key_channels, isa.dropout.p) == ((8, 8), 256, 0.1)
     assert all(isinstance(m, torch.nn.ReLU) for m in build("ccnet_r2").modules() if "ReLU" in type(m).__name__)
     leaky = [m for m in build("ccnet_r2", activation="leaky_relu").modules() if "ReLU" in type(m).__name__]
     assert leaky and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.01 for m in leaky)
@@ -209,6 +219,56 @@ def test_outputs_without_a_loss_weight_are_not_in_the_loss():
     torch.testing.assert_close(loss, F.cross_entropy(outputs["out"], masks))
 
 
+def test_ocr_computes_its_first_stage_once_and_feeds_that_prediction_to_the_second():
+    """The cascade in one forward, in both modes: the first stage runs once, its logits are the
+    ``regions`` training output and the very soft regions the object attention gathers with."""
+    head = randomize(build("ocr", dropout=0.0), std=0.2)
+    calls = []
+    head.regions.convs.register_forward_hook(lambda *args: calls.append(1))
+    feats = features(6, 7)
+    with torch.no_grad():
+        for training in (True, False):
+            calls.clear()
+            outputs = head.train(training)(feats)
+            assert len(calls) == 1 and set(outputs) == ({"out", "regions"} if training else {"out"})
+            logits = head.regions.classify(head.regions.context(feats[-2]))
+            if training:
+                torch.testing.assert_close(outputs["regions"], logits)
+            feats4 = head.bottleneck(feats[-1])
+            fused = head.object_attention(feats4, head.gather(feats4, logits))
+            torch.testing.assert_close(outputs["out"], head.classifier(fused))
+
+
+def test_ocr_resizes_a_first_stage_of_another_size_and_checks_its_stage():
+    head = randomize(build("ocr", dropout=0.0), std=0.2).train()
+    feats = features(6, 7)
+    feats[-2] = torch.randn(2, CHANNELS[-2], 12, 14)  # stride 4 against the head's stride 8
+    with torch.no_grad():
+        outputs = head(feats)
+        logits = head.regions.classify(head.regions.context(feats[-2]))
+    assert outputs["regions"].shape == (2, NUM_CLASSES, 6, 7)
+    torch.testing.assert_close(outputs["regions"], F.interpolate(logits, size=(6, 7), mode="bilinear"))
+    with pytest.raises(ConfigError, match="regions_index 4 is not one of the encoder's 4 feature maps"):
+        build("ocr", regions_index=4)
+
+
+def test_ocr_model_trains_on_its_output_and_first_stage_without_an_aux_head():
+    """As experiments/heads/ocr.yaml sets it (aux_weight 0): mmseg's OCRNet loss, 1.0 x out + 0.4 x regions."""
+    module = SegmentationModule(head=lambda c, n: OCRHead(c, n, channels=16, regions_index=-1), num_classes=4,
+                                encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
+    assert module.model.aux_head is None and module.model.loss_weights == {"out": 1.0, "regions": 0.4}
+    module.train()
+    module.log = module.log_dict = lambda *a, **k: None
+    images, masks = torch.randn(2, 3, 32, 40), torch.randint(0, 4, (2, 32, 40))
+    torch.manual_seed(1)
+    loss = module.training_step((images, masks), 0)
+    torch.manual_seed(1)
+    outputs = module.model(images)
+    assert set(outputs) == {"out", "regions"} and outputs["regions"].shape == (2, 4, 32, 40)
+    torch.testing.assert_close(loss, F.cross_entropy(outputs["out"], masks) + 0.4 * F.cross_entropy(outputs["regions"],
+                                                                                                     masks))
+
+
 def test_region_bounds_cover_the_map_with_near_equal_non_empty_regions():
     assert region_bounds(13, 6) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 13)]
     assert [b - a for a, b in region_bounds(17, 6)] == [2, 3, 3, 3, 3, 3]
@@ -260,7 +320,7 @@ def test_pyramid_oc_attention_map_is_what_the_forward_uses():
 
 
 ATTENTION = {
-    # name: (expected map names, shape of the maps for a 13x17 map, whether they are a softmax)
+    # name: (expected map names, shape of the maps for a 13x17 map, whether they are a softmax: sum to 1)
     "nonlocal": ({"nonlocal"}, (13, 17), True),
     "nonlocal_dot_sub": ({"nonlocal"}, (6, 8), False),
     "oc_base": ({"oc"}, (13, 17), True),
@@ -274,6 +334,12 @@ ATTENTION = {
     "gc_avg_mul": ({"gc"}, (13, 17), True),
     "psp": (set(), None, True),
     "aspp": (set(), None, True),
+    "ocr": ({"ocr"}, (13, 17), True),
+    "ocr_one_map": ({"ocr"}, (13, 17), True),
+    # Weights on the zero padding (13 x 17 is no multiple of the blocks) lie at no image position:
+    # the maps sum to less than 1 (tests/unit/test_operators.py checks them against the dense matrices).
+    "isa": ({"long_range", "short_range", "composed"}, (13, 17), "at most 1"),
+    "isa_small_blocks": ({"long_range", "short_range", "composed"}, (13, 17), "at most 1"),
 }
 
 
@@ -281,19 +347,22 @@ ATTENTION = {
 def test_attention_maps_shapes_and_normalisation(name):
     names, shape, softmax = ATTENTION[name]
     head = randomize(build(name), std=0.3).eval()
-    x = features(13, 17)[-1]
+    feats = features(13, 17)
+    x, extra = feats[-1], head.extra_inputs(feats)
     queries = torch.tensor([[0, 0], [12, 16], [5, 9]])
     with torch.no_grad():
-        maps = head.attention_maps(x, queries)
+        maps = head.attention_maps(x, queries, **extra)
     assert set(maps) == names
     for key, value in maps.items():
         assert value.shape == (2, 3, *shape), key
-        if softmax:
+        if softmax == "at most 1":
+            assert (value >= 0).all() and (value.sum(dim=(-2, -1)) <= 1 + 1e-5).all(), key
+        elif softmax:
             assert (value >= 0).all()
             torch.testing.assert_close(value.sum(dim=(-2, -1)), torch.ones(2, 3), msg=key)
     if names:
         with pytest.raises(ValueError, match="queries must lie inside"):
-            head.attention_maps(x, torch.tensor([[13, 0]]))
+            head.attention_maps(x, torch.tensor([[13, 0]]), **extra)
 
 
 def test_gc_head_map_is_the_same_for_every_query():

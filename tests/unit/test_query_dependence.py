@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lit_seg.inference.query_dependence import query_dependence, query_grid, query_map
 from lit_seg.models import EncoderDecoder
-from lit_seg.models.heads import HEADS, DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
+from lit_seg.models.heads import HEADS, DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead, OCRHead
 from tests.conftest import randomize
 
 
@@ -95,6 +95,21 @@ def test_non_local_head_equals_a_direct_computation_from_its_maps():
     assert value == pytest.approx(sum(expected) / 2, rel=1e-6)
 
 
+def test_a_cascade_head_is_measured_with_its_first_stage_map():
+    """OCR reads its soft regions off the second-to-last map (TinyEncoder's: the image itself)."""
+    model = tiny_model(partial(OCRHead, channels=8)).eval()
+    value = query_dependence(model, IMAGES)
+    queries = torch.tensor([[r, c] for r in range(5) for c in range(6)])
+    expected = []
+    with torch.no_grad():
+        for image in IMAGES:
+            image_features, x = model.encoder(image[None])
+            maps = model.head.attention_maps(x, queries, regions_input=image_features)
+            expected.append(hand_distance(maps["ocr"][0].flatten(1)))
+    assert 0.0 < value < 1.0
+    assert value == pytest.approx(sum(expected) / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("head", [partial(FCNHead, channels=8), partial(DAHead, channels=8, branches="cam")])
 def test_heads_without_attention_maps_give_none(head):
     assert query_dependence(tiny_model(head), IMAGES) is None
@@ -115,6 +130,8 @@ def test_the_map_measured_per_head():
     assert query_map({"step1": a, "composed": b}) is b  # CCNet: the composition
     assert torch.equal(query_map({"pairwise": a, "unary": b}), a + b)  # DNL: both terms of the context
     assert query_map({"pyramid_2": a, "pyramid_1": b, "pyramid_6": c}) is b  # Pyramid-OC: the whole-image grid
+    assert query_map({"long_range": a, "short_range": b, "composed": c}) is c  # ISA: the rollout of its two steps
+    assert query_map({"ocr": a}) is a  # OCR: pixel-region weights composed through the soft regions
     assert query_map({}) is None
     with pytest.raises(ValueError, match="no rule"):
         query_map({"something": a})

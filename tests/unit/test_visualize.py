@@ -17,7 +17,7 @@ from lit_seg.inference.visualize import (
     same_size,
     to_feature_points,
 )
-from lit_seg.models.heads import CCHead, FCNHead
+from lit_seg.models.heads import CCHead, FCNHead, OCRHead
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
 
@@ -106,6 +106,23 @@ def test_attention_maps_at_image_resolution():
     smooth = attention_maps(model, image, points, upsample="bilinear")
     assert smooth["composed"].shape == (3, 64, 80)
     assert to_feature_points(points, (64, 80), (8, 10)).tolist() == [[0, 0], [3, 5], [7, 9]]
+
+
+def test_a_cascade_head_gets_its_first_stage_map():
+    """OCR's soft regions come from the encoder's second-to-last map (here layer1, stride 4):
+    attention_maps hands it over (``head.extra_inputs``) with the head's input."""
+    model = small_model(OCRHead).eval()
+    image = torch.randn(3, 64, 80)
+    points = [(0, 0), (31, 40), (63, 79)]
+    maps = attention_maps(model, image, points)
+    assert set(maps) == {"ocr"} and maps["ocr"].shape == (3, 64, 80)
+    with torch.no_grad():
+        features = model.encoder(image[None])
+        assert features[-2].shape[-2:] == (16, 20) and features[-1].shape[-2:] == (8, 10)
+        queries = to_feature_points(points, (64, 80), (8, 10))
+        want = model.head.attention_maps(features[-1], queries, regions_input=features[-2])["ocr"]
+    torch.testing.assert_close(maps["ocr"], torch.nn.functional.interpolate(want, size=(64, 80))[0])
+    torch.testing.assert_close(maps["ocr"].sum(dim=(1, 2)), torch.full((3,), 64.0))  # 8 x 8 pixels per cell
 
 
 def test_attention_maps_errors():

@@ -21,8 +21,10 @@ from lit_seg.models.heads.danet import DAHead
 from lit_seg.models.heads.dnl import DNLHead
 from lit_seg.models.heads.fcn import FCNHead
 from lit_seg.models.heads.gc import GCHead
+from lit_seg.models.heads.isa import ISAHead
 from lit_seg.models.heads.non_local import NonLocalHead
 from lit_seg.models.heads.ocnet import OCHead
+from lit_seg.models.heads.ocr import OCRHead
 from lit_seg.models.heads.psp import PSPHead
 
 
@@ -61,6 +63,8 @@ HEADS: dict[str, HeadVariant] = {
     "ccnet_r2": HeadVariant(CCHead, {"recurrence": 2}, "criss-cross attention, R = 2"),
     "ccnet_r3": HeadVariant(CCHead, {"recurrence": 3}, "criss-cross attention, R = 3"),
     "gc": HeadVariant(GCHead, {}, "global context block"),
+    "ocr": HeadVariant(OCRHead, {}, "object-contextual representations (cascade: soft object regions first)"),
+    "isa": HeadVariant(ISAHead, {}, "interlaced sparse self-attention: long range, then short range"),
 }
 
 __all__ = [
@@ -74,7 +78,9 @@ __all__ = [
     "FCNHead",
     "GCHead",
     "HeadVariant",
+    "ISAHead",
     "NonLocalHead",
     "OCHead",
+    "OCRHead",
     "PSPHead",
 ]
