@@ -227,18 +227,13 @@ def _bins(size, scales) -> list[Tensor]:
     return bins
 
 
-def _conv_bn_act(x: Tensor, layer) -> Tensor:
-    y = batch_norm(F.conv2d(x, layer[0].weight), layer[1])
-    return activation(y, layer[2]) if len(layer) > 2 else y
-
-
 def pyramid_key_attention(query_feats: Tensor, key_feats: Tensor, block) -> dict[str, Tensor]:
     """mmseg's ANN SelfAttentionBlock: ``out(softmax(q^T k / sqrt(d)) v)`` with k and v projected and
     then pyramid-pooled. Returns ``out`` (B, out, H, W) and ``map`` (B, N, H', W'): each query's
     weight over the pooled keys, spread over the positions of each key's bin."""
     batch, _, height, width = query_feats.shape
-    query = _conv_bn_act(query_feats, block.query).flatten(2)  # (B, d, N)
-    key = pyramid_pool(_conv_bn_act(key_feats, block.key), block.pool_scales)  # (B, d, M)
+    query = conv_norm_act(query_feats, block.query).flatten(2)  # (B, d, N)
+    key = pyramid_pool(conv_norm_act(key_feats, block.key), block.pool_scales)  # (B, d, M)
     value = pyramid_pool(conv1x1(key_feats, block.value), block.pool_scales)
     weights = torch.softmax(query.transpose(1, 2) @ key / block.key_channels**0.5, dim=-1)  # (B, N, M)
     context = (value @ weights.transpose(1, 2)).reshape(batch, -1, height, width)
@@ -248,12 +243,12 @@ def pyramid_key_attention(query_feats: Tensor, key_feats: Tensor, block) -> dict
 
 def asymmetric_fusion(low: Tensor, high: Tensor, block) -> Tensor:
     """AFNB: 1x1 conv + BN (no activation) on [attention(high queries, low keys), high]."""
-    return _conv_bn_act(torch.cat([pyramid_key_attention(high, low, block.attention)["out"], high], 1), block.fuse)
+    return conv_norm_act(torch.cat([pyramid_key_attention(high, low, block.attention)["out"], high], 1), block.fuse)
 
 
 def asymmetric_pyramid(x: Tensor, block) -> Tensor:
     """APNB: 1x1 conv + BN + activation on [attention(x, x), x]."""
-    return _conv_bn_act(torch.cat([pyramid_key_attention(x, x, block.attention)["out"], x], 1), block.fuse)
+    return conv_norm_act(torch.cat([pyramid_key_attention(x, x, block.attention)["out"], x], 1), block.fuse)
 
 
 # --- Hamburger (Geng et al. 2021): NMF by multiplicative updates ---------------------------------
@@ -291,3 +286,100 @@ def hamburger(x: Tensor, block) -> Tensor:
     """``relu(x + norm(W_up NMF(relu(W_low x))))``."""
     ham = nmf(F.relu(conv1x1(x, block.ham_in)), block.ham)["out"]
     return F.relu(x + norm(F.conv2d(ham, block.ham_out[0].weight), block.ham_out[1]))
+
+
+def conv_norm_act(x: Tensor, layer) -> Tensor:
+    """A ConvNormAct layer: conv (no bias) -> BatchNorm with batch statistics (or GroupNorm) -> its
+    activation, if any."""
+    conv = layer[0]
+    y = norm(F.conv2d(x, conv.weight, None, padding=conv.padding, dilation=conv.dilation), layer[1])
+    return activation(y, layer[2]) if len(layer) > 2 else y
+
+
+def _layers(x: Tensor, layers) -> Tensor:
+    for layer in layers:
+        x = conv_norm_act(x, layer)
+    return x
+
+
+def spatial_gather(x: Tensor, logits: Tensor) -> Tensor:
+    """OCR (Yuan et al. 2020): region k of image b is sum_p softmax_p(logits[b, k])[p] * x[b, :, p],
+    one region and one position at a time. (B, C, H, W), (B, K, H, W) -> (B, C, K, 1)."""
+    batch, _, height, width = x.shape
+    images = []
+    for b in range(batch):
+        regions = []
+        for k in range(logits.shape[1]):
+            weights = torch.softmax(logits[b, k].reshape(-1), dim=0)
+            regions.append(sum(weights[i * width + j] * x[b, :, i, j] for i in range(height) for j in range(width)))
+        images.append(torch.stack(regions, dim=1))  # (C, K)
+    return torch.stack(images).unsqueeze(-1)
+
+
+def object_attention(x: Tensor, regions: Tensor, block, return_map: bool = False):
+    """OCR's object contextual representation, one pixel at a time: the pixel's query against the K
+    region keys (softmax over regions, scaled by key_channels^-0.5), the weighted sum of the region
+    values, the output projection, then the fusion of [context, pixel]. ``return_map``: also the
+    (B, N, K) pixel-region weights."""
+    query = _layers(x, block.pixel_query)  # (B, d, H, W)
+    key = _layers(regions, block.region_key)[..., 0]  # (B, d, K)
+    value = _layers(regions, block.region_value)[..., 0]
+    batch, _, height, width = x.shape
+    contexts, maps = [], []
+    for b in range(batch):
+        pixels, rows = [], []
+        for i in range(height):
+            for j in range(width):
+                weights = torch.softmax(query[b, :, i, j] @ key[b] * block.key_channels**-0.5, dim=0)  # (K,)
+                pixels.append(value[b] @ weights)
+                rows.append(weights)
+        contexts.append(torch.stack(pixels, dim=1).view(-1, height, width))
+        maps.append(torch.stack(rows))
+    context = _layers(torch.stack(contexts), block.out_project)
+    out = _layers(torch.cat([context, x], dim=1), block.fuse)
+    return (out, torch.stack(maps)) if return_map else out
+
+
+def _grouped_relation(y: Tensor, block, same_group) -> tuple[Tensor, Tensor]:
+    """ISA's self-attention step on a whole (padded) map: position p attends to the positions q with
+    ``same_group(p, q)``. BatchNorm statistics over the whole map. Returns the step's output and its
+    (B, N, N) attention matrix (zero outside the groups)."""
+    query, key = _layers(y, block.query), _layers(y, block.key)
+    value = F.conv2d(y, block.value.weight)
+    batch, channels, height, width = y.shape
+    positions = [(i, j) for i in range(height) for j in range(width)]
+    contexts, matrices = [], []
+    for b in range(batch):
+        columns, rows = [], []
+        for p in positions:
+            members = [n for n, q in enumerate(positions) if same_group(p, q)]
+            keys = torch.stack([key[b, :, positions[n][0], positions[n][1]] for n in members], dim=1)
+            values = torch.stack([value[b, :, positions[n][0], positions[n][1]] for n in members], dim=1)
+            weights = torch.softmax(query[b, :, p[0], p[1]] @ keys * block.key_channels**-0.5, dim=0)
+            columns.append(values @ weights)
+            row = y.new_zeros(len(positions))
+            row[members] = weights
+            rows.append(row)
+        contexts.append(torch.stack(columns, dim=1).view(channels, height, width))
+        matrices.append(torch.stack(rows))
+    return conv_norm_act(torch.stack(contexts), block.out_project), torch.stack(matrices)
+
+
+def interlaced_sparse_attention(x: Tensor, block, return_maps: bool = False):
+    """ISA (Huang et al. 2021) from its description: zero-pad the map to whole P_h x P_w blocks (the
+    odd row/column at the bottom/right); long range: each position attends to the positions with
+    its offset inside every block (rows congruent mod P_h, columns mod P_w); short range, on that
+    output: to the positions of its own block; crop the padding. ``return_maps``: also the two
+    (B, N', N') attention matrices over the padded map's N' positions and the padding (top, left)."""
+    block_h, block_w = block.down_factor
+    batch, channels, height, width = x.shape
+    padded_h, padded_w = -(-height // block_h) * block_h, -(-width // block_w) * block_w
+    top, left = (padded_h - height) // 2, (padded_w - width) // 2
+    padded = x.new_zeros(batch, channels, padded_h, padded_w)
+    padded[:, :, top:top + height, left:left + width] = x
+    y, long_map = _grouped_relation(
+        padded, block.long_range, lambda p, q: p[0] % block_h == q[0] % block_h and p[1] % block_w == q[1] % block_w)
+    z, short_map = _grouped_relation(
+        y, block.short_range, lambda p, q: p[0] // block_h == q[0] // block_h and p[1] // block_w == q[1] // block_w)
+    out = z[:, :, top:top + height, left:left + width]
+    return (out, long_map, short_map, (top, left)) if return_maps else out

@@ -1,6 +1,6 @@
 """Plain references of every decode head's training forward, written from the official networks'
-descriptions (mmsegmentation's heads; the official OCNet networks), on top of the operator
-references in ``tests/reference.py``.
+descriptions (mmsegmentation's heads, OCRNet's cascade included; the official OCNet networks), on
+top of the operator references in ``tests/reference.py``.
 
 Each takes the head only as a container of weights and options, runs in training mode (batch
 statistics) without dropout, and returns the head's training outputs ``{"out", ...}``.
@@ -13,12 +13,7 @@ from torch import Tensor
 from lit_seg.models.heads.ocnet import region_bounds
 from tests import reference
 
-
-def conv_norm_act(x: Tensor, layer) -> Tensor:
-    """conv (no bias) -> BatchNorm with batch statistics (or GroupNorm) -> the layer's activation, if it has one."""
-    conv = layer[0]
-    y = reference.norm(F.conv2d(x, conv.weight, None, padding=conv.padding, dilation=conv.dilation), layer[1])
-    return reference.activation(y, layer[2]) if len(layer) > 2 else y
+conv_norm_act = reference.conv_norm_act  # conv (no bias) -> BatchNorm (batch statistics) -> activation
 
 
 def classify(x: Tensor, classifier) -> Tensor:
@@ -137,6 +132,24 @@ def ann(x: list[Tensor], head) -> Tensor:
     return reference.asymmetric_pyramid(conv_norm_act(fused, head.bottleneck), head.pyramid)
 
 
+def ocr(x: list[Tensor], head) -> dict[str, Tensor]:
+    """mmseg's OCRNet cascade: FCNHead (one conv, no concat) on the first map -> soft object regions;
+    OCRHead on the second: bottleneck -> spatial gather -> object attention (with its fusion) -> cls_seg."""
+    regions_input, x = x
+    logits = classify(fcn(regions_input, head.regions), head.regions.classifier)
+    feats = conv_norm_act(x, head.bottleneck)
+    if logits.shape[-2:] != feats.shape[-2:]:
+        logits = F.interpolate(logits, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+    fused = reference.object_attention(feats, reference.spatial_gather(feats, logits), head.object_attention)
+    return {"out": classify(fused, head.classifier), "regions": logits}
+
+
+def isa(x: Tensor, head) -> Tensor:
+    """mmseg's ISAHead: in_conv -> ISA (long range, short range) -> out_conv(cat[context, in_conv output])."""
+    y = conv_norm_act(x, head.conv_in)
+    return conv_norm_act(torch.cat([reference.interlaced_sparse_attention(y, head.attention), y], 1), head.fuse)
+
+
 CONTEXT = {
     "FCNHead": fcn,
     "PSPHead": psp,
@@ -150,6 +163,7 @@ CONTEXT = {
         x, head, lambda y: reference.expectation_maximization_attention(y, head.attention)["out"]),
     "ANNHead": ann,
     "HamHead": lambda x, head: conv_block_concat(x, head, lambda y: reference.hamburger(y, head.hamburger)),
+    "ISAHead": isa,
 }
 
 
@@ -161,4 +175,6 @@ def head_forward(features: list[Tensor], head) -> dict[str, Tensor]:
     name = type(head).__name__
     if name == "DAHead":
         return danet(x, head)
+    if name == "OCRHead":
+        return ocr(x, head)
     return {"out": classify(CONTEXT[name](x, head), head.classifier)}

@@ -21,7 +21,7 @@ from lit_seg.models.encoder_decoder import EncoderDecoder
 
 # The one map of each head that is measured, by the names the heads give their maps (first found).
 # DNL's ("pairwise" + "unary") and Pyramid-OC's ("pyramid_<s>") are picked in query_map.
-SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc", "ema", "apnb", "ham")
+SINGLE_MAPS = ("nonlocal", "oc", "pam", "composed", "gc", "ema", "apnb", "ham", "ocr")
 
 
 def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
@@ -29,7 +29,10 @@ def query_map(maps: Mapping[str, Tensor]) -> Tensor | None:
 
     - non-local: ``nonlocal``; OCNet base-OC and ASP-OC: ``oc``; DANet: ``pam`` (the channel
       attention has no query positions; a CAM-only head has no map); GCNet: ``gc``.
-    - CCNet: ``composed``, the rollout over the R steps (for R=1 it is ``step1``).
+    - CCNet: ``composed``, the rollout over the R steps (for R=1 it is ``step1``); ISA:
+      ``composed``, the rollout over its long- and short-range steps.
+    - OCR: ``ocr``, each query's pixel-region weights composed back to image positions through
+      the soft object regions (its keys are the K regions, not positions).
     - EMANet: ``ema``, the weights of the query's EM reconstruction over the positions; Hamburger:
       ``ham``, the query's NMF coefficients through the bases.
     - ANN: ``apnb``, the self-attention over the head's own features (as the other heads' maps);

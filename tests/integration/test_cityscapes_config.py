@@ -30,6 +30,15 @@ def test_every_synthetic_experiment_has_a_cityscapes_twin_with_the_same_head_fil
         assert bool(ours.get("encoder_gc_stages")) == bool(theirs.get("encoder_gc_stages")), name
 
 
+def test_only_ocr_replaces_the_auxiliary_head_by_its_own_first_stage():
+    """mmseg's OCRNet has no auxiliary head: its first stage (stage 3, loss weight 0.4) takes that place."""
+    for name in HEAD_FILES:
+        model = merged_config(CITYSCAPES / name)["model"]
+        assert model["aux_weight"] == (0.0 if name == "ocr.yaml" else 0.4), name
+    head = merged_config(CITYSCAPES / "ocr.yaml")["model"]["head"]["init_args"]
+    assert (head["regions_index"], head["regions_weight"]) == (-2, 0.4)
+
+
 def test_a_cityscapes_experiment_is_a_few_lines():
     for name in HEAD_FILES:
         lines = [ln for ln in (CITYSCAPES / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]

@@ -50,7 +50,7 @@ def test_evaluation_output_equals_the_training_output(name):
     assert evaluated["out"].abs().max() > 1e-3  # not a trivially equal zero map
 
 
-@pytest.mark.parametrize("name", ["danet", "ccnet_r2", "oc_asp", "ema", "ann", "ham"])
+@pytest.mark.parametrize("name", ["danet", "ccnet_r2", "oc_asp", "ocr", "ema", "ann", "ham"])
 def test_the_model_evaluates_the_head_output_it_trains(name):
     """The same through EncoderDecoder (encoder, aux head, upsampling), as validation runs it."""
     model = EncoderDecoder(build_encoder("resnet18", depth=3), lambda c, n: HEADS[name].build(c, n, channels=8),
@@ -158,6 +158,22 @@ OFFICIAL_PARAMS = {
     "oc_asp": conv(2048, 512, 3) + bn(512) + conv(512, 256, 3) + bn(256) + OC_SELF_ATTENTION["asp"]
     + conv(256, 256) + bn(256) + conv(512, 256) + bn(256) + 3 * (conv(512, 256, 3) + bn(256))
     + conv(1280, 512) + bn(512) + CLS,
+    # configs/_base_/models/ocrnet_r50-d8.py: decode_head[0] = fcn_head.py FCNHead(1024 -> 256, num_convs=1,
+    # concat_input=False) with its own conv_seg; decode_head[1] = ocr_head.py OCRHead: bottleneck 3x3
+    # 2048 -> 512, ObjectAttentionBlock (utils/self_attention_block.py, ocr_channels 256: query_project and
+    # key_project two ConvModules 512 -> 256 -> 256, value_project and out_project one ConvModule each,
+    # 512 -> 256 and 256 -> 512, its bottleneck 1x1 1024 -> 512), conv_seg. No auxiliary head.
+    "ocr": conv(1024, 256, 3) + bn(256) + conv(256, 19, bias=True)
+    + conv(2048, 512, 3) + bn(512) + 2 * (conv(512, 256) + bn(256) + conv(256, 256) + bn(256))
+    + conv(512, 256) + bn(256) + conv(256, 512) + bn(512) + conv(1024, 512) + bn(512) + CLS,
+    # isa_head.py ISAHead(isa_channels 256): in_conv 3x3 2048 -> 512; global_relation and local_relation, each
+    # a SelfAttentionBlock: query_project and key_project two ConvModules 512 -> 256 -> 256, value_project a
+    # plain 1x1 conv 512 -> 512 (its bias 512 dropped: the softmax weights sum to 1, so it adds a constant
+    # that output_project's BatchNorm subtracts; openseg's isa_block has no such bias), output_project
+    # ConvModule 1x1 512 -> 512; out_conv 1x1 1024 -> 512; conv_seg
+    "isa": conv(2048, 512, 3) + bn(512)
+    + 2 * (2 * (conv(512, 256) + bn(256) + conv(256, 256) + bn(256)) + conv(512, 512) + conv(512, 512) + bn(512))
+    + conv(1024, 512) + bn(512) + CLS,
 }
 # ema_head.py (EMAHead; configs/_base_/models/emanet_r50-d8.py: ema_channels 512): ema_in_conv 3x3
 # 2048 -> 512 + BN; ema_mid_conv 1x1 512 -> 512 with bias, no norm (frozen, still counted); EMAModule's
@@ -193,7 +209,8 @@ ANN = (conv(1024, 256) + bn(256) + conv(2048, 256) + bn(256) + conv(1024, 256, b
 HAM = (conv(2048, 512, 3) + bn(512) + conv(512, 512, bias=True) + conv(512, 512) + bn(512)
        + conv(512, 512, 3) + bn(512) + conv(2048 + 512, 512, 3) + bn(512) + CLS)
 OFFICIAL_PARAMS |= {"ema": ema(512), "ann": ANN, "ham": HAM}
-DROPPED_BIASES = {"oc_base": 512 + 256 + 512, "oc_pyramid": 512 + 4 * 256 + 2048 + 512, "oc_asp": 512 + 256 + 128 + 256}
+DROPPED_BIASES = {"oc_base": 512 + 256 + 512, "oc_pyramid": 512 + 4 * 256 + 2048 + 512, "oc_asp": 512 + 256 + 128 + 256,
+                  "isa": 2 * 512}
 
 
 def test_every_head_of_the_list_has_an_official_count():
@@ -254,3 +271,8 @@ def test_initialisation_follows_the_reference():
     bases = HEADS["ham"].build([2048], 19, channels=512).hamburger.ham.bases
     assert bases.shape == (1, 512, 64) and (bases >= 0).all()
     torch.testing.assert_close(bases.norm(dim=1), torch.ones(1, 64))
+    # Neither mmseg's OCR and ISA blocks nor openseg's zero-initialise anything: every conv starts random.
+    for name in ("ocr", "isa"):
+        head = HEADS[name].build([1024, 2048], 19, channels=512)
+        convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+        assert len(convs) > 10 and all(m.weight.std() > 1e-3 for m in convs), name

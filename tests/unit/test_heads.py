@@ -14,7 +14,18 @@ from lit_seg.models import EncoderDecoder, build_encoder
 from lit_seg.models.attention import GlobalContextBlock
 from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_context
 from lit_seg.models.heads import HEADS as HEAD_LIST
-from lit_seg.models.heads import ANNHead, DAHead, DecodeHead, EMAHead, FCNHead, GCHead, HamHead, NonLocalHead
+from lit_seg.models.heads import (
+    ANNHead,
+    DAHead,
+    DecodeHead,
+    EMAHead,
+    FCNHead,
+    GCHead,
+    HamHead,
+    ISAHead,
+    NonLocalHead,
+    OCRHead,
+)
 from lit_seg.models.heads.ocnet import region_bounds, regional_attention_map, regional_self_attention
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
@@ -30,6 +41,8 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
     "ema_no_concat": (EMAHead, {"concat_input": False, "num_stages": 1}),
     "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
+    "ocr_one_map": (OCRHead, {"in_index": (-1, -1)}),  # both stages on one map (the built-in experiment's)
+    "isa_small_blocks": (ISAHead, {"down_factor": (4, 3)}),  # several blocks and groups on the tests' small maps
 }
 # Weights that never train, by design: EMA's W_in (mmseg's frozen ema_mid_conv; no gradient flows
 # through the EM, so it keeps its initialisation).
@@ -117,7 +130,8 @@ def test_head_builds_from_the_encoder_channels_and_predicts_at_input_resolution(
     assert all(o.shape == (2, 3, 40, 56) for o in outputs.values())
 
 
-@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl", "ann", "ema", "ham"])
+@pytest.mark.parametrize("name", ["psp", "aspp", "oc_base", "oc_pyramid", "oc_asp", "dnl", "ann", "ema", "ham", "isa",
+                                  "ocr"])
 @pytest.mark.parametrize("size", [(2, 3), (3, 5), (7, 4)])
 def test_context_heads_work_on_maps_smaller_than_their_pyramids(name, size):
     head = build(name).eval()
@@ -157,6 +171,12 @@ def test_default_arguments_are_the_papers():
     assert ham.hamburger.ham.bases.shape == (1, 512, 64) and ham.fuse is not None
     norms = [m for m in ham.modules() if isinstance(m, (torch.nn.GroupNorm, torch.nn.BatchNorm2d))]
     assert norms and all(isinstance(m, torch.nn.GroupNorm) and m.num_groups == 32 for m in norms)
+    ocr = build("ocr", channels=512)
+    assert (ocr.object_attention.key_channels, ocr.regions.channels, ocr.regions.in_index) == (256, 256, -2)
+    assert len(ocr.regions.convs) == 1 and ocr.regions.fuse is None and ocr.loss_weights == {"out": 1.0, "regions": 0.4}
+    assert ocr.dropout.p == ocr.regions.dropout.p == 0.1
+    isa = build("isa", channels=512)
+    assert (isa.attention.down_factor, isa.attention.long_range.key_channels, isa.dropout.p) == ((8, 8), 256, 0.1)
     assert all(isinstance(m, torch.nn.ReLU) for m in build("ccnet_r2").modules() if "ReLU" in type(m).__name__)
     leaky = [m for m in build("ccnet_r2", activation="leaky_relu").modules() if "ReLU" in type(m).__name__]
     assert leaky and all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 0.01 for m in leaky)
@@ -258,6 +278,56 @@ def test_outputs_without_a_loss_weight_are_not_in_the_loss():
     torch.testing.assert_close(loss, F.cross_entropy(outputs["out"], masks))
 
 
+def test_ocr_computes_its_first_stage_once_and_feeds_that_prediction_to_the_second():
+    """The cascade in one forward, in both modes: the first stage runs once, its logits are the
+    ``regions`` training output and the very soft regions the object attention gathers with."""
+    head = randomize(build("ocr", dropout=0.0), std=0.2)
+    calls = []
+    head.regions.convs.register_forward_hook(lambda *args: calls.append(1))
+    feats = features(6, 7)
+    with torch.no_grad():
+        for training in (True, False):
+            calls.clear()
+            outputs = head.train(training)(feats)
+            assert len(calls) == 1 and set(outputs) == ({"out", "regions"} if training else {"out"})
+            logits = head.regions.classify(head.regions.context(feats[-2]))
+            if training:
+                torch.testing.assert_close(outputs["regions"], logits)
+            feats4 = head.bottleneck(feats[-1])
+            fused = head.object_attention(feats4, head.gather(feats4, logits))
+            torch.testing.assert_close(outputs["out"], head.classifier(fused))
+
+
+def test_ocr_resizes_a_first_stage_of_another_size_and_checks_its_stage():
+    head = randomize(build("ocr", dropout=0.0), std=0.2).train()
+    feats = features(6, 7)
+    feats[-2] = torch.randn(2, CHANNELS[-2], 12, 14)  # stride 4 against the head's stride 8
+    with torch.no_grad():
+        outputs = head(feats)
+        logits = head.regions.classify(head.regions.context(feats[-2]))
+    assert outputs["regions"].shape == (2, NUM_CLASSES, 6, 7)
+    torch.testing.assert_close(outputs["regions"], F.interpolate(logits, size=(6, 7), mode="bilinear"))
+    with pytest.raises(ConfigError, match=r"OCRHead: in_index \(-2, 4\) names no map of the encoder's 4"):
+        build("ocr", in_index=(-2, 4))
+
+
+def test_ocr_model_trains_on_its_output_and_first_stage_without_an_aux_head():
+    """As experiments/heads/ocr.yaml sets it (aux_weight 0): mmseg's OCRNet loss, 1.0 x out + 0.4 x regions."""
+    module = SegmentationModule(head=lambda c, n: OCRHead(c, n, channels=16, in_index=(-1, -1)), num_classes=4,
+                                encoder_name="resnet18", encoder_depth=3, aux_weight=0.0)
+    assert module.model.aux_head is None and module.model.loss_weights == {"out": 1.0, "regions": 0.4}
+    module.train()
+    module.log = module.log_dict = lambda *a, **k: None
+    images, masks = torch.randn(2, 3, 32, 40), torch.randint(0, 4, (2, 32, 40))
+    torch.manual_seed(1)
+    loss = module.training_step((images, masks), 0)
+    torch.manual_seed(1)
+    outputs = module.model(images)
+    assert set(outputs) == {"out", "regions"} and outputs["regions"].shape == (2, 4, 32, 40)
+    torch.testing.assert_close(loss, F.cross_entropy(outputs["out"], masks) + 0.4 * F.cross_entropy(outputs["regions"],
+                                                                                                     masks))
+
+
 def test_region_bounds_cover_the_map_with_near_equal_non_empty_regions():
     assert region_bounds(13, 6) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 13)]
     assert [b - a for a, b in region_bounds(17, 6)] == [2, 3, 3, 3, 3, 3]
@@ -309,7 +379,7 @@ def test_pyramid_oc_attention_map_is_what_the_forward_uses():
 
 
 ATTENTION = {
-    # name: (expected map names, shape of the maps for a 13x17 map, whether they are a softmax)
+    # name: (expected map names, shape of the maps for a 13x17 map, whether they are a softmax: sum to 1)
     "nonlocal": ({"nonlocal"}, (13, 17), True),
     "nonlocal_dot_sub": ({"nonlocal"}, (6, 8), False),
     "oc_base": ({"oc"}, (13, 17), True),
@@ -326,6 +396,12 @@ ATTENTION = {
     "ham": ({"ham"}, (13, 17), False),
     "psp": (set(), None, True),
     "aspp": (set(), None, True),
+    "ocr": ({"ocr"}, (13, 17), True),
+    "ocr_one_map": ({"ocr"}, (13, 17), True),
+    # Weights on the zero padding (13 x 17 is no multiple of the blocks) lie at no image position:
+    # the maps sum to less than 1 (tests/unit/test_operators.py checks them against the dense matrices).
+    "isa": ({"long_range", "short_range", "composed"}, (13, 17), "at most 1"),
+    "isa_small_blocks": ({"long_range", "short_range", "composed"}, (13, 17), "at most 1"),
 }
 
 
@@ -340,6 +416,9 @@ def test_attention_maps_shapes_and_normalisation(name):
     assert set(maps) == names
     for key, value in maps.items():
         assert value.shape == (2, 3, *shape), key
+        if softmax == "at most 1":
+            assert (value >= 0).all() and (value.sum(dim=(-2, -1)) <= 1 + 1e-5).all(), key
+            continue
         assert (value >= 0).all() or name.startswith("nonlocal_dot"), key
         if softmax:
             torch.testing.assert_close(value.sum(dim=(-2, -1)), torch.ones(2, 3), msg=key)

@@ -12,11 +12,14 @@ from lit_seg.models.attention import (
     ExpectationMaximizationAttention,
     GlobalContextBlock,
     Hamburger,
+    InterlacedSparseAttention,
     NMF2d,
     NonLocal2d,
+    ObjectAttention,
     PositionAttention,
     PyramidKeyAttention,
     SelfAttention2d,
+    SpatialGather,
     functional,
 )
 from lit_seg.models.attention.asymmetric_non_local import pyramid_pool
@@ -44,6 +47,22 @@ def _check_forward_and_backward(block, shape, ref_fn, std=0.5):
     params = [p for p in block.parameters() if p.requires_grad]
     got = torch.autograd.grad(out, [x, *params], grad)
     want = torch.autograd.grad(ref, [x_ref, *params], grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def _check_inputs_against_reference(block, inputs, ref_fn, std=0.5):
+    """As _check_forward_and_backward, for an operator of several inputs: ``block(*inputs)``."""
+    block = randomize(block, std).double()
+    inputs = [t.double().requires_grad_(True) for t in inputs]
+    refs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = block(*inputs)
+    ref = ref_fn(*refs, block)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    params = list(block.parameters())
+    got = torch.autograd.grad(out, [*inputs, *params], grad)
+    want = torch.autograd.grad(ref, [*refs, *params], grad)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)
 
@@ -443,6 +462,95 @@ def test_nmf_reconstruction_improves_with_steps_and_stays_non_negative():
 def test_hamburger_matches_the_plain_reference(norm):
     block = Hamburger(8, rank=3, steps=3, norm=norm)
     _check_forward_and_backward(block, (2, 8, 5, 7), reference.hamburger, std=0.3)
+# --- OCR: spatial gather and object attention ------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("regions", [1, 4])
+def test_spatial_gather_matches_plain_formula(regions, shape):
+    logits = torch.randn(shape[0], regions, *shape[2:]) * 2
+    _check_inputs_against_reference(SpatialGather(), [torch.randn(shape), logits],
+                                    lambda x, lg, block: reference.spatial_gather(x, lg))
+
+
+def test_spatial_gather_of_a_sharp_region_is_the_mean_over_it():
+    x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    inside = torch.zeros(6, 7, dtype=torch.bool)
+    inside[1:4, 2:6] = True
+    logits = torch.where(inside, 0.0, -1e4).to(torch.float64).expand(2, 1, 6, 7)
+    region = SpatialGather()(x, logits)
+    assert region.shape == (2, 5, 1, 1)
+    torch.testing.assert_close(region[:, :, 0, 0], x[:, :, inside].mean(dim=-1))
+    with pytest.raises(ValueError, match="share batch and size"):
+        SpatialGather()(x, logits[..., :5])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("regions", [3, 19])
+def test_object_attention_matches_plain_formula(regions, shape):
+    block = ObjectAttention(shape[1], key_channels=4)
+    _check_inputs_against_reference(block, [torch.randn(shape), torch.randn(shape[0], shape[1], regions, 1)],
+                                    reference.object_attention, std=0.3)
+
+
+def test_object_attention_relation_is_the_reference_map():
+    block = randomize(ObjectAttention(8, key_channels=4), 0.3).double()
+    x, regions = torch.randn(2, 8, 5, 7, dtype=torch.float64), torch.randn(2, 8, 6, 1, dtype=torch.float64)
+    _, full = reference.object_attention(x, regions, block, return_map=True)
+    relation = block.relation(x, regions)
+    assert relation.shape == (2, 35, 6)
+    torch.testing.assert_close(relation, full)
+    torch.testing.assert_close(relation.sum(-1), torch.ones(2, 35, dtype=torch.float64))
+
+
+# --- ISA: interlaced sparse self-attention ------------------------------------------------------
+
+ISA_CASES = [
+    ((2, 8, 5, 7), (2, 3)),  # padded in both axes (6 x 9), 3 x 3 blocks
+    ((3, 6, 6, 4), (3, 2)),  # no padding, 2 x 2 blocks, batch 3
+    ((2, 8, 8, 6), (4, 3)),  # no padding, H != W
+    ((2, 6, 6, 7), (8, 8)),  # one block larger than the map: long range trivial, all padding
+]
+
+
+@pytest.mark.parametrize(("shape", "down_factor"), ISA_CASES)
+def test_interlaced_sparse_attention_matches_plain_formula(shape, down_factor):
+    block = InterlacedSparseAttention(shape[1], key_channels=4, down_factor=down_factor)
+    _check_forward_and_backward(block, shape, reference.interlaced_sparse_attention, std=0.3)
+
+
+@pytest.mark.parametrize(("shape", "down_factor"), ISA_CASES)
+def test_interlaced_sparse_attention_maps_are_rows_of_the_dense_matrices(shape, down_factor):
+    block = randomize(InterlacedSparseAttention(shape[1], key_channels=4, down_factor=down_factor), 0.3).double()
+    height, width = shape[2:]
+    x = torch.randn(shape, dtype=torch.float64)
+    _, long_map, short_map, (top, left) = reference.interlaced_sparse_attention(x, block, return_maps=True)
+    queries = torch.tensor([[0, 0], [height - 1, width - 1], [height // 2, width // 3], [1, width - 2]])
+    maps = block.attention_maps(x, queries)
+    padded_h, padded_w = -(-height // down_factor[0]) * down_factor[0], -(-width // down_factor[1]) * down_factor[1]
+    rows = (queries[:, 0] + top) * padded_w + queries[:, 1] + left
+
+    def at_image(matrix):
+        return matrix[:, rows].view(shape[0], len(queries), padded_h, padded_w)[:, :, top:top + height,
+                                                                                 left:left + width]
+
+    torch.testing.assert_close(maps["long_range"], at_image(long_map))
+    torch.testing.assert_close(maps["short_range"], at_image(short_map))
+    torch.testing.assert_close(maps["composed"], at_image(short_map @ long_map))
+    assert (maps["composed"] > 0).all(), "two steps reach every position"
+    padded = (padded_h, padded_w) != (height, width)
+    sums = maps["composed"].sum(dim=(-2, -1))
+    assert (sums < 1 - 1e-6).all() if padded else torch.allclose(sums, torch.ones_like(sums))
+
+
+def test_interlaced_sparse_attention_rejects_bad_queries_and_block_sizes():
+    block = InterlacedSparseAttention(8, key_channels=4, down_factor=(2, 3))
+    for queries in BAD_QUERIES:
+        with pytest.raises(ValueError, match="queries"):
+            block.attention_maps(torch.randn(1, 8, 5, 7), queries)
+    for bad in ((8,), (0, 8), (8, 8, 8)):
+        with pytest.raises(ValueError, match="down_factor"):
+            InterlacedSparseAttention(8, key_channels=4, down_factor=bad)
 
 
 # --- criss-cross attention map ---------------------------------------------------------------
@@ -523,6 +631,8 @@ LEAN = {
     "expectation_maximization": (16, lambda: ExpectationMaximizationAttention(16)),
     "asymmetric_pyramid": (16, lambda: AsymmetricPyramid(16, key_channels=8)),
     "hamburger": (16, lambda: Hamburger(16)),
+    # Sparse by construction: (B * 64, 64, 64) matrices for 8 x 8 blocks, B * N * 64 elements in all.
+    "interlaced_sparse_attention": (16, lambda: InterlacedSparseAttention(16, key_channels=8)),
 }
 
 
@@ -565,6 +675,7 @@ def test_dense_operators_never_build_the_n_by_n_matrix(name, one_thread):
         lambda: ExpectationMaximizationAttention(8, num_bases=4),
         lambda: AsymmetricPyramid(8, key_channels=4),
         lambda: Hamburger(8, rank=4),
+        lambda: InterlacedSparseAttention(8, key_channels=4, down_factor=(4, 3)),
     ],
 )
 def test_operators_run_in_bfloat16(make):

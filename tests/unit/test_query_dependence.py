@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lit_seg.inference.query_dependence import query_dependence, query_grid, query_map
 from lit_seg.models import EncoderDecoder
-from lit_seg.models.heads import HEADS, DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead
+from lit_seg.models.heads import HEADS, DAHead, DecodeHead, FCNHead, GCHead, NonLocalHead, OCRHead
 from tests.conftest import randomize
 
 
@@ -112,6 +112,20 @@ def test_a_head_of_two_maps_is_queried_on_the_last_and_measured_on_its_self_atte
     assert value == pytest.approx(sum(expected) / 2, rel=1e-6)
 
 
+def test_a_cascade_head_is_measured_with_its_first_stage_map():
+    """OCR reads its soft regions off the second-to-last map (TinyEncoder's: the image itself)."""
+    model = tiny_model(partial(OCRHead, channels=8)).eval()
+    value = query_dependence(model, IMAGES)
+    queries = torch.tensor([[r, c] for r in range(5) for c in range(6)])
+    expected = []
+    with torch.no_grad():
+        for image in IMAGES:
+            maps = model.head.attention_maps(model.head.select_inputs(model.encoder(image[None])), queries)
+            expected.append(hand_distance(maps["ocr"][0].flatten(1)))
+    assert 0.0 < value < 1.0
+    assert value == pytest.approx(sum(expected) / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize("head", [partial(FCNHead, channels=8), partial(DAHead, channels=8, branches="cam")])
 def test_heads_without_attention_maps_give_none(head):
     assert query_dependence(tiny_model(head), IMAGES) is None
@@ -134,6 +148,8 @@ def test_the_map_measured_per_head():
     assert query_map({"pyramid_2": a, "pyramid_1": b, "pyramid_6": c}) is b  # Pyramid-OC: the whole-image grid
     assert query_map({"afnb": a, "apnb": b}) is b  # ANN: the self-attention (APNB), not the fusion
     assert query_map({"ema": a}) is a and query_map({"ham": c}) is c
+    assert query_map({"long_range": a, "short_range": b, "composed": c}) is c  # ISA: the rollout of its two steps
+    assert query_map({"ocr": a}) is a  # OCR: pixel-region weights composed through the soft regions
     assert query_map({}) is None
     with pytest.raises(ValueError, match="no rule"):
         query_map({"something": a})

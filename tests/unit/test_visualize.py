@@ -18,7 +18,7 @@ from lit_seg.inference.visualize import (
     same_size,
     to_feature_points,
 )
-from lit_seg.models.heads import ANNHead, CCHead, FCNHead
+from lit_seg.models.heads import ANNHead, CCHead, FCNHead, OCRHead
 from lit_seg.train.module import SegmentationModule
 from tests.conftest import randomize
 
@@ -123,6 +123,23 @@ def test_attention_maps_of_a_head_of_two_maps_query_the_last_one():
     assert direct["afnb"].shape == (1, 2, 16, 20) and direct["apnb"].shape == (1, 2, 8, 10)
     for name in maps:
         torch.testing.assert_close(maps[name], F.interpolate(direct[name], size=(64, 80), mode="nearest")[0])
+
+
+def test_a_cascade_head_gets_its_first_stage_map():
+    """OCR's soft regions come from the encoder's second-to-last map (here layer1, stride 4):
+    attention_maps hands both maps to the head (``head.select_inputs``)."""
+    model = small_model(OCRHead).eval()
+    image = torch.randn(3, 64, 80)
+    points = [(0, 0), (31, 40), (63, 79)]
+    maps = attention_maps(model, image, points)
+    assert set(maps) == {"ocr"} and maps["ocr"].shape == (3, 64, 80)
+    with torch.no_grad():
+        features = model.encoder(image[None])
+        assert features[-2].shape[-2:] == (16, 20) and features[-1].shape[-2:] == (8, 10)
+        queries = to_feature_points(points, (64, 80), (8, 10))
+        want = model.head.attention_maps([features[-2], features[-1]], queries)["ocr"]
+    torch.testing.assert_close(maps["ocr"], torch.nn.functional.interpolate(want, size=(64, 80))[0])
+    torch.testing.assert_close(maps["ocr"].sum(dim=(1, 2)), torch.full((3,), 64.0))  # 8 x 8 pixels per cell
 
 
 def test_attention_maps_errors():

@@ -24,8 +24,10 @@ from lit_seg.models.heads.ema import EMAHead
 from lit_seg.models.heads.fcn import FCNHead
 from lit_seg.models.heads.gc import GCHead
 from lit_seg.models.heads.ham import HamHead
+from lit_seg.models.heads.isa import ISAHead
 from lit_seg.models.heads.non_local import NonLocalHead
 from lit_seg.models.heads.ocnet import OCHead
+from lit_seg.models.heads.ocr import OCRHead
 from lit_seg.models.heads.psp import PSPHead
 
 
@@ -64,6 +66,8 @@ HEADS: dict[str, HeadVariant] = {
     "ccnet_r2": HeadVariant(CCHead, {"recurrence": 2}, "criss-cross attention, R = 2"),
     "ccnet_r3": HeadVariant(CCHead, {"recurrence": 3}, "criss-cross attention, R = 3"),
     "gc": HeadVariant(GCHead, {}, "global context block"),
+    "ocr": HeadVariant(OCRHead, {}, "object-contextual representations (cascade: soft object regions first)"),
+    "isa": HeadVariant(ISAHead, {}, "interlaced sparse self-attention: long range, then short range"),
     "ema": HeadVariant(EMAHead, {}, "expectation-maximization attention, 64 bases"),
     "ann": HeadVariant(ANNHead, {}, "asymmetric non-local: fusion of stages 3 and 4 (AFNB), pyramid (APNB)"),
     "ham": HeadVariant(HamHead, {}, "Hamburger: NMF matrix decomposition, one-step gradient"),
@@ -83,7 +87,9 @@ __all__ = [
     "GCHead",
     "HamHead",
     "HeadVariant",
+    "ISAHead",
     "NonLocalHead",
     "OCHead",
+    "OCRHead",
     "PSPHead",
 ]

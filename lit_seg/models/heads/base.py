@@ -19,6 +19,9 @@ class DecodeHead(nn.Module):
     selected feature map (B, ``self.in_channels``, h, w) to (B, ``channels``, h, w). A head with
     extra training outputs (DANet's branch losses) implements :meth:`context_with_branches`
     instead and registers a classifier and a loss weight per branch with :meth:`add_branches`.
+    A cascade head (OCR: a first stage's prediction feeds the second) returns the first stage's
+    logits as a branch registered with :meth:`add_branch_logits`: computed once, used in every
+    mode, loss-weighted in training.
 
     A head that reads several encoder maps (ANN: stages 3 and 4) sets the class attribute
     :attr:`num_inputs`; its ``in_index`` is then a sequence of that many indices, ``in_channels``
@@ -59,13 +62,17 @@ class DecodeHead(nn.Module):
         if self.num_inputs == 1:
             if not isinstance(in_index, int):
                 raise ConfigError(f"{name} reads one encoder map: in_index must be an integer, got {in_index!r}")
-            self.in_channels = in_channels[in_index]
         else:
             if isinstance(in_index, int) or len(in_index) != self.num_inputs:
                 raise ConfigError(f"{name} reads {self.num_inputs} encoder maps: in_index must list "
                                   f"{self.num_inputs} indices, got {in_index!r}")
             in_index = tuple(in_index)
-            self.in_channels = tuple(in_channels[i] for i in in_index)
+        indices = (in_index,) if isinstance(in_index, int) else in_index
+        if not all(-len(in_channels) <= i < len(in_channels) for i in indices):
+            raise ConfigError(f"{name}: in_index {in_index} names no map of the encoder's {len(in_channels)} "
+                              f"feature maps (-1: the deepest, -2: the one before it)")
+        self.in_channels = (in_channels[in_index] if isinstance(in_index, int)
+                            else tuple(in_channels[i] for i in in_index))
         self.channels = channels
         self.num_classes = num_classes
         self.in_index = in_index
@@ -93,6 +100,12 @@ class DecodeHead(nn.Module):
             self.branch_classifiers[name] = nn.Conv2d(self.channels, self.num_classes, 1)
             self.branch_weights[name] = weight
 
+    def add_branch_logits(self, weights: Mapping[str, float]) -> None:
+        """Extra training outputs that :meth:`context_with_branches` returns as logits already (a
+        cascade's first-stage prediction, which the head itself needs in every mode): loss weights
+        only, no classifier."""
+        self.branch_weights.update(weights)
+
     @property
     def loss_weights(self) -> dict[str, float]:
         """Weight of each training output of :meth:`forward` in the loss."""
@@ -103,7 +116,8 @@ class DecodeHead(nn.Module):
         raise NotImplementedError
 
     def context_with_branches(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Fused features and the features of each branch named in :meth:`add_branches`."""
+        """Fused features and the features of each branch named in :meth:`add_branches` (the logits
+        of each named in :meth:`add_branch_logits`)."""
         return self.context(x), {}
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
@@ -139,8 +153,11 @@ class DecodeHead(nn.Module):
         fused, branches = self.context_with_branches(self.select_inputs(features))
         outputs = {"out": self.classify(fused)}
         if self.training:
-            for name, classifier in self.branch_classifiers.items():
-                outputs[name] = classifier(self.dropout(branches[name]))
+            for name in self.branch_weights:
+                if name in self.branch_classifiers:
+                    outputs[name] = self.branch_classifiers[name](self.dropout(branches[name]))
+                else:  # logits already (add_branch_logits)
+                    outputs[name] = branches[name]
         return outputs
 
 
