@@ -1,7 +1,8 @@
 """experiments/voc/ and experiments/ade20k/: mmsegmentation's recipes for PASCAL VOC 2012 aug and ADE20K,
 composed like experiments/cityscapes/ (tests/integration/test_cityscapes_config.py): they resolve, reuse
 each built-in experiment's head file, inherit nothing from the built-in recipe, `check-data` reads a tiny
-fixture in each official layout (and names a bad file), and one head trains a step on it."""
+fixture in each official layout (and names a bad file), and one head trains a step on it; and
+experiments/folder/, the recipe for your own data, with any head file."""
 
 import os
 import subprocess
@@ -14,7 +15,7 @@ import yaml
 from lit_seg.cli import expand_bases, main, merged_config
 from lit_seg.data.datasets import ade20k, voc
 from tests.conftest import EXPERIMENTS
-from tests.fixtures import tiled, write_ade20k, write_mask, write_voc
+from tests.fixtures import tiled, write_ade20k, write_folder, write_mask, write_voc
 
 # Per data set: its dataset name, classes, crop, iterations and validation interval of the default
 # schedule and of the longer one (mmseg's *_4xb4-{20k,40k}_voc12aug-512x512 and
@@ -126,3 +127,41 @@ def test_one_step_fit_and_validation_on_a_tiny_root(name, tmp_path):
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     assert "val/mIoU" in header and rows
     assert f"val/IoU/{CLASS_NAMES[name][-1]}" in header  # the data set's classes, the last one included
+
+
+# ---------------------------------------------------------------- your own data: experiments/folder/
+
+FOLDER = EXPERIMENTS / "folder" / "base.yaml"
+HEAD = EXPERIMENTS / "heads" / "ccnet_r2.yaml"
+
+
+def test_own_data_recipe_takes_any_head_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(sys, "argv", ["lit-seg"])
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(FOLDER), "--config", str(HEAD), "--experiment", "mydata_ccnet_r2",
+              "--print_config"])
+    assert done.value.code in (0, None), capsys.readouterr().err
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["init_args"]["dataset"] == "folder" and config["data"]["init_args"]["root"] == "data/mydata"
+    assert config["model"]["head"]["class_path"] == "lit_seg.models.heads.CCHead"
+    assert config["model"]["head"]["init_args"]["channels"] == 512 and config["experiment"] == "mydata_ccnet_r2"
+    assert config["trainer"]["max_steps"] == 20000
+
+
+def test_own_data_check_and_one_step_fit(tmp_path):
+    root = write_folder(tmp_path / "mydata", size=(24, 40))
+    done = lit_seg("check-data", "--config", str(FOLDER), "--data.init_args.root", str(root), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"4 image/mask pairs of folder at {root}" in done.stderr and "0 bad" in done.stderr
+    done = lit_seg("fit", "--config", str(FOLDER), "--config", str(HEAD), "--experiment", "mydata_ccnet_r2",
+                   "--model.encoder_weights", "null", "--data.init_args.root", str(root),
+                   "--data.init_args.crop_size", "[32, 32]", "--data.init_args.batch_size", "2",
+                   "--data.init_args.num_workers", "0", "--trainer.max_steps", "1",
+                   "--trainer.val_check_interval", "1", "--trainer.limit_val_batches", "1",
+                   "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "mydata_ccnet_r2").iterdir()
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "val/IoU/person" in header  # the last name of the fixture's classes.txt
