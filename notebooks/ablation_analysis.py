@@ -33,24 +33,31 @@
 # are skipped with a note. An ablation over tasks (`tasks:` in its file) first gets each head's
 # profile across the tasks; the questions are then answered for one task (`TASK`).
 #
-# Run it headless on another results file (paths relative to the repository root):
+# By default it reads the current task suite, `results/tasks.csv`, and is committed with its outputs
+# (docs/notebook.md shows them). Run it headless on another results file (paths relative to the
+# repository root):
 #
 # ```bash
-# RESULTS_CSV=results/all_heads.csv scripts/run jupyter execute notebooks/ablation_analysis.ipynb --output=/tmp/analysis.ipynb
+# RESULTS_CSV=results/<ablation>.csv scripts/run jupyter execute notebooks/ablation_analysis.ipynb --output=/tmp/analysis.ipynb
 # ```
 
 # %% tags=["parameters"]
 import os
 
 SOURCE = os.environ.get("SOURCE", "csv")  # "csv" (offline) or "wandb"
-RESULTS_CSV = os.environ.get("RESULTS_CSV", "results/all_heads.csv")  # a path or a glob, e.g. results/*.csv
+RESULTS_CSV = os.environ.get("RESULTS_CSV", "results/tasks.csv")  # a path or a glob, e.g. results/*.csv
 RUNS_ROOT = os.environ.get("RUNS_ROOT", "")  # the run_folder paths are relative to it (default: the repo root)
 WANDB_PATH = os.environ.get("WANDB_PATH", "")  # "entity/project"
-WANDB_GROUP = os.environ.get("WANDB_GROUP", "all_heads")  # the ablation's name
+WANDB_GROUP = os.environ.get("WANDB_GROUP", "tasks")  # the ablation's name
 METRIC = os.environ.get("METRIC", "val_mIoU_best")  # or val_mIoU_final
 TASK = os.environ.get("TASK", "")  # an ablation over tasks: the task of sections 1-7 (default: its first)
 
 # %%
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's, on importing it in a kernel
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -61,6 +68,14 @@ from lit_seg.study import analysis
 
 ROOT = analysis.find_root()
 RUNS_ROOT = analysis.resolve(RUNS_ROOT or ROOT, ROOT)
+
+
+def relative(path) -> str:
+    """A path as the repository names it (the committed outputs hold no machine's folders)."""
+    path = Path(str(path))
+    return str(path.relative_to(ROOT)) if path.is_absolute() and path.is_relative_to(ROOT) else str(path)
+
+
 pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 30)
 
@@ -81,7 +96,7 @@ if SOURCE == "wandb":
 elif SOURCE == "csv":
     csv_path = analysis.resolve(RESULTS_CSV, ROOT)
     runs = analysis.load_csv(csv_path)
-    print(f"{len(runs)} runs from {csv_path}")
+    print(f"{len(runs)} runs from {relative(csv_path)}")
 else:
     raise ValueError(f"SOURCE must be 'csv' or 'wandb', not {SOURCE!r}")
 
@@ -285,7 +300,7 @@ else:
 # %%
 gallery = analysis.attention_gallery(runs, RUNS_ROOT, METRIC)
 if gallery.empty:
-    print(f"No attention maps found in the run folders under {RUNS_ROOT} (heads without attention, "
+    print(f"No attention maps found in the run folders under {relative(RUNS_ROOT) or '.'} (heads without attention, "
           "runs from another machine, or W&B runs without a local folder): no gallery.")
 else:
     images = [Image.open(path) for path in gallery["path"]]

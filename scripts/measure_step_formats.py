@@ -8,7 +8,8 @@ The model is ``lit_seg.study.training_step.build_module``'s (experiments/ccnet_r
 the step a bare one (zero_grad, forward, cross-entropy, backward, AdamW step) on one fixed random
 batch; per format a fresh model (same seed), 3 warm-up steps, then the median of 7. The defaults are
 the ``recurrence`` task's size and batch with one thread, as each run of ``lit-seg ablate --jobs 2``
-has: what the task suite's cost depends on (README, "The task suite"). Run it on a quiet machine.
+has: what the task suite's cost depends on (docs/notes/history.md, "2026-12-01: bf16 on the CPU").
+Run it on a quiet machine.
 
 ``--heads``: each experiment's head as ``lit-seg fit --config experiments/<name>.yaml --config
 experiments/tasks/<task>.yaml`` builds it, on the encoder features of its training batch (the cost

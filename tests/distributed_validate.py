@@ -1,6 +1,6 @@
 """Validates a fixed model on a fixed small data set with N CPU processes; rank 0 writes the metrics.
 
-Run by tests/test_distributed.py as a script (``python tests/distributed_validate.py DEVICES OUT``):
+Run by tests/integration/test_distributed.py as a script (``python tests/distributed_validate.py DEVICES OUT``):
 Lightning's ``ddp`` strategy re-launches this same command once per extra process (gloo on CPU).
 """
 

@@ -2,7 +2,7 @@
 
 All are the README's command for CCNet (R=2) on the built-in data set, shortened as ``TINY_FIT``
 (2 epochs of 3 batches, 64x64), each a fresh process (:mod:`tests.cli_fork`) with one intra-op
-thread, as the determinism they check needs the same thread count (README, "Interrupted runs"):
+thread, as the determinism they check needs the same thread count (docs/runs.md, "Determinism"):
 
 - ``ref``, ``again``: uninterrupted, twice (determinism);
 - ``int`` -> ``res1`` -> ``res2``: Ctrl-C (SIGINT) during step 2 stops the run after it, resumed

@@ -3,7 +3,7 @@
 Every image holds a few striped *objects* and one or more coloured *cues*. Objects look alike
 except for what a task says; their class is read off a cue ("object_red" when the cue is red).
 Cue pixels are labelled ``ignore_index``: the cue is not a target. Each task is built so that a
-theory of the heads predicts which can solve it (README, "Built-in tasks"):
+theory of the heads predicts which can solve it (docs/data.md, "Built-in tasks"):
 
 - ``reach`` (the default): a full-height stripe at one end of a wide image, every object at least
   ``margin`` px (88) from it horizontally: beyond the receptive field of the FCN baseline (ResNet-18
@@ -19,7 +19,7 @@ theory of the heads predicts which can solve it (README, "Built-in tasks"):
   with the class colour at its centre, in a column of keys at the far end. An object's class is
   its own key's colour: pooled context holds every key's colour but not which belongs to whom;
   pixel-pair similarity can match tints.
-- ``global``: the first built-in task, kept so that ``results/all_heads.*`` stay reproducible:
+- ``global``: the first built-in task, kept so that ``results/archive/all_heads.*`` stay reproducible:
   a stripe across a square image, ``margin`` (16) px from the objects, well inside the FCN's
   receptive field; one colour per image, so it tests only that context is gathered.
 

@@ -1,5 +1,5 @@
-"""Same config and seed on the CPU -> identical metrics (README, "Interrupted runs, resuming,
-determinism"). Bitwise equality needs the same number of intra-op threads: the fits here run with
+"""Same config and seed on the CPU -> identical metrics (docs/runs.md,
+"Determinism"). Bitwise equality needs the same number of intra-op threads: the fits here run with
 one (tests/fault_runs.py)."""
 
 import csv

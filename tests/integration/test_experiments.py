@@ -35,9 +35,10 @@ def _run_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["lit-seg"])  # pytest's own arguments are not the CLI's
 
 
-@pytest.mark.parametrize("folder", [EXPERIMENTS, EXPERIMENTS / "cityscapes"], ids=["built-in", "cityscapes"])
+@pytest.mark.parametrize("folder", [EXPERIMENTS, *(EXPERIMENTS / name for name in ("cityscapes", "voc", "ade20k"))],
+                         ids=["built-in", "cityscapes", "voc", "ade20k"])
 def test_every_head_of_the_list_has_its_experiment_and_they_agree(folder):
-    """experiments/<name>.yaml (and cityscapes/<name>.yaml) is the head list's variant <name>:
+    """experiments/<name>.yaml (and cityscapes/, voc/, ade20k/<name>.yaml) is the head list's variant <name>:
     its class, and the variant's options (the YAML may add sizes such as channels or dilations)."""
     for name, variant in HEADS.items():
         head = merged_config(folder / f"{name}.yaml")["model"]["head"]

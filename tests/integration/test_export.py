@@ -15,7 +15,8 @@ from lit_seg.train.module import SegmentationModule
 from tests.conftest import EXPERIMENTS
 
 SIZES = [(64, 64), (40, 88)]  # the second is not the traced size, nor square
-# Experiments whose model cannot be exported with dynamic height and width, and why (README, "Exporting").
+# Experiments whose model cannot be exported with dynamic height and width, and why (docs/using-a-model.md,
+# "Exporting").
 CANNOT_EXPORT: dict[str, dict[str, str]] = {
     "psp": {"onnx": "the ONNX exporter supports adaptive_avg_pool2d only for a known input size"},
     "ann": {"onnx": "the ONNX exporter supports adaptive_avg_pool2d (its pyramid-pooled keys) only for a known "

@@ -1,6 +1,7 @@
 """notebooks/ablation_analysis.ipynb and lit_seg/study/analysis.py: the notebook runs top to bottom on a
-small results fixture, its text twin holds the same cells, it is committed without outputs, and the
-loading/tabulating functions it uses are right (a fake W&B API mimics wandb.Api().runs)."""
+small results fixture, its text twin holds the same cells, it is committed with the outputs of the
+current task suite, and the loading/tabulating functions it uses are right (a fake W&B API mimics
+wandb.Api().runs)."""
 
 import csv
 import math
@@ -153,12 +154,28 @@ def test_notebook_twin_holds_the_same_cells():
     assert ipynb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
 
 
-def test_committed_notebook_has_no_outputs():
+def test_committed_notebook_shows_the_current_suite():
+    """Committed with its outputs (docs/notebook.md renders them), from the file it reads by default,
+    results/tasks.csv, as that file is now: a changed suite fails here until the notebook runs again
+    (`scripts/run jupyter execute --inplace notebooks/ablation_analysis.ipynb`)."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code), "every cell ran"
+    outs = [out for cell in code for out in cell.outputs]
+    assert not [out for out in outs if out.output_type == "error" or out.get("name") == "stderr"]
+    text = "\n".join(outputs(nb, "text/plain"))
+    assert str(ROOT) not in text + "\n".join(outputs(nb, "text/html")), "the outputs name this machine's folders"
+    suite = analysis.load_csv(ROOT / "results" / "tasks.csv")
+    assert f"{len(suite)} runs from results/tasks.csv" in text
+    first = analysis.tasks(suite)[0]
+    assert f"Sections 1-7: task {first} ({(suite['task'] == first).sum()} runs)" in text
+    # Section 1's table for that task: each head's mean ± std, computed here from the CSV.
+    table = analysis.format_table(analysis.summarize(suite[suite["task"] == first].reset_index(drop=True)))
+    html = "\n".join(outputs(nb, "text/html"))
+    for experiment, cell in table["mIoU_best (mean ± std)"].items():
+        assert f"<td>{cell}</td>" in html, (experiment, cell)
+    assert len(outputs(nb, "image/png")) == 3  # cost panels, CCNet curve, per-class heatmap (no run folders)
 
 
 # ------------------------------------------------------------------------ lit_seg.study.analysis

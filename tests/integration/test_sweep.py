@@ -65,10 +65,10 @@ def test_sweep_is_a_grid_over_every_experiment_and_three_seeds(sweep):
     assert list(sweep["parameters"]) == sorted(sweep["parameters"]) == ["config", "seed_everything"]
 
 
-def test_agent_command_runs_the_cli_online_in_the_ablations_group(sweep):
+def test_agent_command_runs_the_cli_online_in_the_sweeps_own_group(sweep):
     command = agent_command(sweep, {"config": "experiments/fcn.yaml", "seed_everything": 1})
     assert command == ["/usr/bin/env", "WANDB_MODE=online", "python", "-m", "lit_seg", "fit",
-                       "--config=experiments/fcn.yaml", "--seed_everything=1", "--group=all_heads"]
+                       "--config=experiments/fcn.yaml", "--seed_everything=1", "--group=sweep_reach"]
 
 
 @pytest.mark.parametrize("config,seed", [("experiments/fcn.yaml", 0), ("experiments/danet.yaml", 1),
@@ -85,9 +85,10 @@ def test_agent_commands_parse(sweep, config, seed, capsys, monkeypatch):
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["experiment"] == config.split("/")[-1].removesuffix(".yaml")
     base = merged_config(EXPERIMENTS / "base.yaml")
-    assert resolved["seed_everything"] == seed  # the schedule is the shared base's, as in the README's ablation
+    assert resolved["seed_everything"] == seed  # the schedule and task are the shared base's (reach, fp32)
     assert resolved["trainer"]["max_epochs"] == base["trainer"]["max_epochs"]
-    assert resolved["group"] == "all_heads"
+    assert resolved["data"]["init_args"]["task"] == base["data"]["init_args"]["task"] == "reach"
+    assert resolved["group"] == "sweep_reach"  # not all_heads' group: those runs are on another task
 
 
 def test_run_under_the_agent_takes_the_agents_run_id(sweep, tmp_path, monkeypatch):
@@ -107,11 +108,11 @@ def test_run_under_the_agent_takes_the_agents_run_id(sweep, tmp_path, monkeypatc
     (folder,) = (tmp_path / "runs" / "fcn").iterdir()
     assert folder.name.endswith(f"-{run_id}")
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["wandb_run_id"] == run_id and summary["group"] == "all_heads"
+    assert summary["wandb_run_id"] == run_id and summary["group"] == "sweep_reach"
     (run_dir,) = (folder / "wandb").glob(f"offline-run-*-{run_id}")
     wandb = os.path.join(os.path.dirname(sys.executable), "wandb")
     records = subprocess.run([wandb, "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True,
                              timeout=120, check=True).stdout.splitlines()
     (run,) = [json.loads(r)["run"] for r in records if '"type":"run"' in r]
-    assert run["run_id"] == run_id and run["sweep_id"] == sweep_id and run["run_group"] == "all_heads"
+    assert run["run_id"] == run_id and run["sweep_id"] == sweep_id and run["run_group"] == "sweep_reach"
     assert run["config"]["update"]["seed_everything"] == 1  # the sweep's parameters, as W&B records them

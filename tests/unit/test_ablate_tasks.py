@@ -157,5 +157,5 @@ def test_tasks_ablation_is_every_head_on_three_tasks():
     assert "Built-in tasks" in spec["description"]
     text = (EXPERIMENTS / "ablations" / "tasks.yaml").read_text()
     assert "scripts/run lit-seg ablate experiments/ablations/tasks.yaml --jobs 2" in text
-    # bf16 autocast: the suite within its 180 min (README, "The task suite"); results/tasks_fp32.csv is fp32
+    # bf16 autocast: the suite within its 180 min (docs/notes/history.md); results/archive/tasks_fp32.csv is fp32
     assert yaml.safe_load(text)["overrides"] == ["--trainer.precision=bf16-mixed"]

@@ -82,8 +82,8 @@ def test_module_channels_last_runs_the_same_model_in_nhwc():
 
 
 def test_cpu_autocast_runs_chunked_attention_and_criss_cross_in_float32():
-    """The CPU's bf16 batched products on these layouts are many times slower than float32 (README,
-    "The task suite"): under CPU autocast the chunked attention (DANet's PAM, Pyramid-OC) and the
+    """The CPU's bf16 batched products on these layouts are many times slower than float32 (docs/notes/history.md,
+    "2026-12-01: bf16 on the CPU"): under CPU autocast the chunked attention (DANet's PAM, Pyramid-OC) and the
     criss-cross aggregation run in float32, so they give the float32 result of their inputs."""
     from lit_seg.models.attention import CrissCrossAttention
     from lit_seg.models.attention.functional import softmax_attention
