@@ -19,18 +19,19 @@ ENCODER_CHANNELS = [3, 256, 512, 1024, 2048]  # the head reads the last; as test
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "head_params.csv")
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "results", help="folder of head_params.csv")
     args = parser.parse_args()
     rows = []
     for name, variant in HEADS.items():
         head = variant.build(ENCODER_CHANNELS, 19, channels=512)
         rows.append({"experiment": name, "head": variant.head.__name__,
                      "params": sum(p.numel() for p in head.parameters())})
-    with args.out.open("w", newline="") as f:
+    out = args.output_dir / "head_params.csv"
+    with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.out} ({len(rows)} heads)")
+    print(f"wrote {out} ({len(rows)} heads)")
 
 
 if __name__ == "__main__":

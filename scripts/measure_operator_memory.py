@@ -138,12 +138,12 @@ def main() -> None:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    from lit_seg.api.environment import cpu_model
+    from lit_seg.api.environment import cpu_summary
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = ["# Peak memory of the operators without a seed version, against non-local\n",
              f"`scripts/run python scripts/measure_operator_memory.py` ({datetime.date.today()}, commit {commit}, "
-             f"{cpu_model()}): features {args.batch}x{args.channels}x{args.size[0]}x"
+             f"{cpu_summary()}): features {args.batch}x{args.channels}x{args.size[0]}x"
              f"{args.size[1]}, float32, CPU; torch's allocator (deterministic, measured twice and equal).\n",
              "| operator | params | peak MiB fwd+bwd | peak MiB fwd | fwd+bwd vs non-local (ours) "
              "| vs non-local (seed) |",

@@ -5,7 +5,8 @@
 
 Each run is exactly the README's command (`lightning fit --config experiments/<name>.yaml`,
 plus `--seed_everything <seed>`), in a fresh process, timed from start to exit. Writes
-results/quickstart.csv and prints a markdown table (mean ± std over seeds).
+results/quickstart.csv (with each run's precision, commit and CPU from its record) and prints a
+markdown table (mean ± std over seeds). Run it with nothing else on the machine.
 """
 
 import argparse
@@ -19,6 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lit_seg.api import read_run  # noqa: E402
+from lit_seg.api.environment import cpu_summary  # noqa: E402
 
 
 def run(experiment: str, seed: int) -> dict:
@@ -33,6 +38,7 @@ def run(experiment: str, seed: int) -> dict:
     folder = ROOT / next(line.split("run folder ", 1)[1] for line in done.stderr.splitlines()
                          if line.startswith("lit-seg: run folder "))
     summary = json.loads((folder / "summary.json").read_text())
+    record = read_run(folder)
     return {
         "experiment": experiment,
         "seed": seed,
@@ -40,6 +46,9 @@ def run(experiment: str, seed: int) -> dict:
         "val_mIoU_best": round(summary["val/mIoU_best"], 4),
         "val_mIoU_final": round(summary["metrics"]["val/mIoU"], 4),
         "steps": summary["global_step"],
+        "precision": record.precision,
+        "commit": (record.code or {}).get("commit", "")[:7],
+        "cpu": cpu_summary(),
         "run_folder": str(folder.relative_to(ROOT)),
     }
 
@@ -48,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", nargs="+", default=["ccnet_r2", "fcn"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "quickstart.csv")
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "results", help="folder of quickstart.csv")
     args = parser.parse_args()
 
     rows = []
@@ -56,8 +65,8 @@ def main() -> None:
         for seed in args.seeds:
             rows.append(run(experiment, seed))
             print(json.dumps(rows[-1]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    with (args.output_dir / "quickstart.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -25,7 +25,7 @@ CASES = [("fcn", "reach")]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "receptive_field.csv")
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "results", help="folder of receptive_field.csv")
     args = parser.parse_args()
     rows = []
     for experiment, task in CASES:
@@ -35,11 +35,12 @@ def main() -> None:
         field = extents(open_attention_paths(model), size)
         rows.append({"experiment": experiment, "task": task, "height": size[0], "width": size[1], **field})
         print(rows[-1])
-    with args.out.open("w", newline="") as f:
+    out = args.output_dir / "receptive_field.csv"
+    with out.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

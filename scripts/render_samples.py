@@ -1,6 +1,6 @@
 """Render samples of a built-in task (image above, label below) into one PNG.
 
-    scripts/run python scripts/render_samples.py --task reach --out results/figures/task_reach.png
+    scripts/run python scripts/render_samples.py --task reach
 """
 
 import argparse
@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--task", choices=TASKS, default="reach")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="default: results/figures/task_<task>.png")
+    parser.add_argument("--output_dir", type=Path, default=Path("results/figures"), help="folder of task_<task>.png")
     args = parser.parse_args()
-    args.out = args.out or Path(f"results/figures/task_{args.task}.png")
+    args.out = args.output_dir / f"task_{args.task}.png"
 
     dataset = ContextCueDataset(args.count, seed=args.seed, task=args.task)
     colors = label_colors(dataset)

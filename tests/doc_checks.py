@@ -209,6 +209,7 @@ class Quote:
     filters: dict
     column: str
     aggregate: str
+    cell: int | None = None  # the table cell it is in (its index among the row's cells), if in a table
 
 
 def _spec(spec: str) -> tuple[dict, str, str]:
@@ -255,7 +256,7 @@ def quoted_numbers(path: Path) -> list[Quote]:
                     if k != key_at and spec != "-" and cell not in NOT_MEASURED:
                         filters, column, aggregate = _spec(spec)
                         quotes.append(Quote(Found(path, row_number, row.strip()), cell, source,
-                                            {**filters, key: _key(cells[key_at])}, column, aggregate))
+                                            {**filters, key: _key(cells[key_at])}, column, aggregate, k))
                 row_number += 1
             continue
         for marker in INLINE.finditer(line):

@@ -47,8 +47,9 @@ def conv_block_conv(x: Tensor, head, block) -> Tensor:
 
 
 def criss_cross(y: Tensor, head) -> Tensor:
-    a = head.attention
-    for _ in range(head.recurrence):
+    """R steps of criss-cross attention: the one shared block R times, or each step its own block."""
+    blocks = [head.attention] * head.recurrence if head.shared_weights else list(head.attention)
+    for a in blocks:
         y = reference.criss_cross_attention(y, a.query, a.key, a.value, a.gamma)
     return y
 

@@ -34,7 +34,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_seg.api.config import expand_argv
 from lit_seg.api.environment import process_rank
-from lit_seg.api.parser import SUBCOMMANDS, LitSegCLI
+from lit_seg.api.parser import SUBCOMMANDS, ConfigOnlyCLI, LitSegCLI
 from lit_seg.api.records import RunRecord, read_record
 from lit_seg.api.run_folder import RunFolder
 from lit_seg.api.wandb_env import start_wandb_service_early
@@ -44,7 +44,7 @@ from lit_seg.train.checkpoints import load_module
 from lit_seg.train.module import SegmentationModule
 
 __all__ = ["Composition", "RunRecord", "Segmenter", "compose", "fit", "load", "load_module", "predict", "read_record",
-           "read_run", "resume", "run", "test", "validate"]
+           "read_run", "resolve", "resume", "run", "test", "validate"]
 
 Overrides = Sequence[str] | Mapping[str, Any]
 
@@ -176,12 +176,23 @@ def predict(model: str | Path, *configs: str | Path, overrides: Overrides = ()) 
 def compose(*configs: str | Path, overrides: Overrides = ()) -> Composition:
     """The module, data module and trainer a configuration builds, without running anything and
     without a run folder: no loggers, checkpoints or callbacks (a tool's view of an experiment)."""
-    args = [_without_run_arguments(arg) for arg in expand_argv([*_config_args(configs), *_override_args(overrides)])]
-    cli = LitSegCLI(args=[*args, "--trainer.logger=false", "--trainer.callbacks=[]",
-                          "--trainer.enable_checkpointing=false", "--trainer.enable_model_summary=false",
-                          "--trainer.enable_progress_bar=false"], run=False)
+    cli = LitSegCLI(args=_tool_args(configs, overrides), run=False)
     config = json.loads(json.dumps(cli.config.as_dict(), default=str))
     return Composition(cli.model, cli.datamodule, cli.trainer, config)
+
+
+def resolve(*configs: str | Path, overrides: Overrides = ()) -> dict:
+    """The configuration :func:`compose` would build, resolved (``_base_`` files merged, overrides
+    applied, defaults filled in) as a plain dict, without building anything: no weights fetched, no
+    data set opened."""
+    cli = ConfigOnlyCLI(args=_tool_args(configs, overrides), run=False)
+    return json.loads(json.dumps(cli.config.as_dict(), default=str))
+
+
+def _tool_args(configs: Sequence[str | Path], overrides: Overrides) -> list[str]:
+    args = [_without_run_arguments(arg) for arg in expand_argv([*_config_args(configs), *_override_args(overrides)])]
+    return [*args, "--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
+            "--trainer.enable_model_summary=false", "--trainer.enable_progress_bar=false"]
 
 
 def _without_run_arguments(arg: str) -> str:

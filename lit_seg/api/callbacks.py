@@ -63,8 +63,10 @@ class RunSummary(pl.Callback):
     It holds what an analysis needs without W&B: best and last ``val/mIoU``, last per-class
     IoU, accuracy and Dice, mAcc, aAcc, mDice (:mod:`lit_seg.train.metrics`), the last evaluation's
     confusion matrix, epoch and step, parameter count, the head's forward FLOPs, wall time,
-    checkpoint paths, the W&B run id and group. Parameter counts and head GFLOPs also go into the
-    W&B run summary; the best ``val/mIoU`` there is W&B's (``define_metric``: ``val/mIoU.max``).
+    checkpoint paths, the W&B run id and group, and the wall-clock times (seconds since the epoch) of
+    this part's first and last training steps (``first_step_at``, ``last_step_at``). Parameter
+    counts and head GFLOPs also go into the W&B run summary; the best ``val/mIoU`` there is W&B's
+    (``define_metric``: ``val/mIoU.max``).
 
     ``head_gflops``: FLOPs (:func:`lit_seg.train.flops.count_flops`, a multiply-add is 2) of one
     forward pass of the decode head in eval mode, counted once, after the first training step
@@ -91,6 +93,8 @@ class RunSummary(pl.Callback):
         self._head_flops_input: list[int] | None = None
         self._flops_counted = False
         self._best: tuple[float, int] | None = None  # (val/mIoU, epoch) of this part of the run
+        self._first_step_at: float | None = None
+        self._last_step_at: float | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         define_best_metrics(trainer)
@@ -100,6 +104,10 @@ class RunSummary(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
+        # Wall-clock (epoch seconds), not monotonic: a launcher compares them with its own clock.
+        self._last_step_at = time.time()
+        if self._first_step_at is None:
+            self._first_step_at = self._last_step_at
         if self.count_head_flops and not self._flops_counted:
             self._flops_counted = True  # once, also when the count fails
             self._count_head_flops(trainer, pl_module)
@@ -155,6 +163,8 @@ class RunSummary(pl.Callback):
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "wall_time_s": round(time.monotonic() - self._start, 1),
+            "first_step_at": self._first_step_at,
+            "last_step_at": self._last_step_at,
             "params": sum(p.numel() for p in pl_module.parameters()),
             "head_params": sum(p.numel() for p in pl_module.model.head.parameters()),
             "head_gflops": self._head_flops / 1e9 if self._head_flops is not None else None,

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from functools import lru_cache
 from importlib import metadata
+
+from lit_seg.train.precision import cpu_flags, cpu_has_bf16
 
 # The libraries whose versions decide a run's numbers (and Python's).
 LIBRARIES = ("torch", "lightning", "torchmetrics", "segmentation-models-pytorch", "timm", "torchvision",
@@ -25,19 +26,6 @@ def process_rank() -> int:
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux reports them (``/proc/cpuinfo``); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@lru_cache(maxsize=1)
 def cpu_model() -> str:
     """``lscpu``'s model name (``/proc/cpuinfo``), else what the platform module says."""
     try:
@@ -50,13 +38,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_has_bf16() -> bool:
-    """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX). Without it, PyTorch's CPU
-    bf16 kernels emulate the format and run several times slower than float32 (7x on an AVX2-only
-    EPYC: a CCNet training step in bf16 autocast against fp32)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+def cpu_summary() -> str:
+    """The CPU as a timing should name it: model, the vector extensions that decide fp32 and bf16
+    speed (from ``lscpu``'s flags), what PyTorch dispatches to, and the logical CPUs, e.g.
+    ``Intel(R) Xeon(R) Processor (AVX2, AVX-512, AVX-512 BF16, AMX; torch: AVX512), 2 logical CPUs``."""
+    import torch
+
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX"}
+    flags = cpu_flags()
+    found = [name for flag, name in names.items() if flag in flags] or ["no AVX2"]
+    return (f"{cpu_model()} ({', '.join(found)}; torch: {torch.backends.cpu.get_cpu_capability()}), "
+            f"{os.cpu_count()} logical CPUs")
 
 
+@lru_cache(maxsize=1)
 def device_description(accelerator: str | None = None) -> dict:
     """The device a run computes on: for CUDA the GPUs' name and count, else the CPU's model, the
     instruction set PyTorch dispatches to, whether it has bf16 arithmetic, and its cores."""
@@ -81,7 +76,3 @@ def library_versions() -> dict[str, str]:
 
 def host() -> str:
     return platform.node() or os.environ.get("HOSTNAME", "")
-
-
-def describe_command() -> str:
-    return " ".join([os.path.basename(sys.argv[0]) if sys.argv else "python", *sys.argv[1:]])

@@ -25,6 +25,7 @@ from lit_seg.inference.predict import SegmentationWriter
 from lit_seg.train.checkpoints import check_checkpoint_fits, read_checkpoint
 from lit_seg.train.fault_tolerance import run_folder
 from lit_seg.train.module import SegmentationModule
+from lit_seg.train.trainer import Trainer
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -92,6 +93,7 @@ class LitSegCLI(LightningCLI):
         super().__init__(
             SegmentationModule,
             pl.LightningDataModule,
+            trainer_class=Trainer,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_callback=LogConfigCallback,
@@ -176,6 +178,17 @@ class LitSegCLI(LightningCLI):
         # Predictions are written to files as they come (the writer), not kept in memory.
         if self.config_init.predict.get("return_predictions") is None:
             self.config_init.predict.return_predictions = False
+
+
+class ConfigOnlyCLI(LitSegCLI):
+    """:class:`LitSegCLI` that parses and resolves the configuration and builds nothing: no model,
+    data module or trainer (``run=False``; a tool that needs only the configuration)."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def after_instantiate_classes(self) -> None:
+        pass
 
 
 def _checkpoint_given(args: Sequence[str]) -> tuple[dict | None, str | None]:

@@ -129,17 +129,19 @@ def plan_runs(experiments: Sequence[Path], tasks: Sequence[Path | None], seeds: 
 
 
 def load_ablation(path: Path) -> dict:
-    """An ablation file: ``experiments`` (required), ``seeds`` (default [0, 1, 2]), ``overrides``,
-    ``tasks``, ``launcher`` (``local``), ``slurm`` (settings of :data:`SLURM_SETTINGS`)."""
+    """An ablation file: ``experiments`` (required), ``seeds`` (default [0, 1, 2]), ``mixed_seeds``
+    (run too where the seeds disagree: :func:`mixed_cells`), ``overrides``, ``tasks``, ``launcher``
+    (``local``), ``slurm`` (settings of :data:`SLURM_SETTINGS`)."""
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read ablation file {path}: {err}".replace("\n", " ")) from err
-    unknown = set(spec) - {"description", "experiments", "seeds", "overrides", "name", "tasks", "launcher", "slurm"}
+    unknown = set(spec) - {"description", "experiments", "seeds", "overrides", "name", "tasks", "launcher", "slurm",
+                           "mixed_seeds"}
     if unknown or not spec.get("experiments"):
         raise ConfigError(f"ablation file {path}: needs `experiments:` (names or globs under experiments/) and may "
-                          f"set `seeds:`, `overrides:`, `tasks:`, `launcher:`, `slurm:`, `description:`; unknown "
-                          f"keys: {sorted(unknown) or 'none'}")
+                          f"set `seeds:`, `mixed_seeds:`, `overrides:`, `tasks:`, `launcher:`, `slurm:`, "
+                          f"`description:`; unknown keys: {sorted(unknown) or 'none'}")
     slurm = spec.get("slurm") or {}
     if not isinstance(slurm, dict) or set(slurm) - set(SLURM_SETTINGS):
         raise ConfigError(f"ablation file {path}: `slurm:` takes {', '.join(SLURM_SETTINGS)}; got "
@@ -150,7 +152,8 @@ def load_ablation(path: Path) -> dict:
     return {"name": spec.get("name", path.stem), "description": spec.get("description", ""),
             "experiments": list(spec["experiments"]), "seeds": [int(s) for s in spec.get("seeds", [0, 1, 2])],
             "overrides": [str(o) for o in spec.get("overrides", [])],
-            "tasks": [str(t) for t in spec.get("tasks") or []], "launcher": launcher, "slurm": slurm}
+            "tasks": [str(t) for t in spec.get("tasks") or []], "launcher": launcher, "slurm": slurm,
+            "mixed_seeds": [int(s) for s in spec.get("mixed_seeds") or []]}
 
 
 def describe_head(experiment: Path) -> dict:
@@ -324,7 +327,8 @@ def _execute(cell: Cell, rerun_stale: bool) -> dict:
     if decision["action"] == "done":
         return {"status": "finished", "run_folder": decision["folder"], "error": None}
     identity = {"ablation": cell.ablation, "experiment": cell.experiment.stem, "task": cell.task_name,
-                "overrides": cell.overrides_text}
+                "overrides": cell.overrides_text, "experiment_file": str(cell.experiment),
+                "task_file": str(cell.task) if cell.task is not None else None}
     try:
         if decision["action"] == "resume":
             print(f"lit-seg ablate: {cell.label}: resuming {decision['folder']} from its last checkpoint", flush=True)
@@ -480,8 +484,9 @@ def ablation_cells(name: str, runs_root: Path, experiments_dir: Path) -> list[Ce
         identity = getattr(record, "identity", None) or {}
         if record is None or identity.get("ablation") != name:
             continue
-        experiment = experiments_dir / f"{identity['experiment']}.yaml"
-        task = experiments_dir / TASKS / f"{identity['task']}.yaml" if identity.get("task") else None
+        experiment = Path(identity.get("experiment_file") or experiments_dir / f"{identity['experiment']}.yaml")
+        task = (Path(identity["task_file"]) if identity.get("task_file") else
+                experiments_dir / TASKS / f"{identity['task']}.yaml" if identity.get("task") else None)
         overrides = tuple(identity.get("overrides", "").split()) if identity.get("overrides") else ()
         cell = Cell(name, experiment, task, int(record.seed), overrides, runs_root)
         if cell.slot == record_path.parent.parent and experiment.is_file() and cell not in cells:
@@ -639,6 +644,10 @@ def print_status(cells: Sequence[Cell], queued: dict[Cell, str] | None = None) -
 
 
 def _spawn_target(cell: Cell, rerun_stale: bool) -> None:
+    # A spawned process inherits "spawn" as its default start method; the run's data-loader workers
+    # would then each import torch afresh. Back to the platform's default (fork on Linux), as a run
+    # started from a shell has.
+    multiprocessing.set_start_method(None, force=True)
     result = execute(cell, rerun_stale)
     raise SystemExit(0 if result["status"] in ("finished", "held") else 1)
 
@@ -796,6 +805,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--experiments", nargs="+", metavar="NAME_OR_GLOB",
                         help="experiments instead of (or replacing) the file's")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds instead of the file's (default 0 1 2)")
+    parser.add_argument("--mixed-seeds", dest="mixed_seeds", nargs="+", type=int,
+                        help="seeds to run as well where the first seeds disagree (some learn a task, some do not)")
     parser.add_argument("--tasks", nargs="+", metavar="NAME",
                         help="tasks instead of the file's: overlays under <experiments-dir>/tasks/ or YAML paths")
     parser.add_argument("--name", help="ablation name: results/<name>.csv and W&B group (default: the file's name)")
@@ -846,7 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = load_ablation(args.ablation) if args.ablation else {
             "name": None, "experiments": [], "seeds": [0, 1, 2], "overrides": [], "description": "", "tasks": [],
-            "launcher": "local", "slurm": {}}
+            "launcher": "local", "slurm": {}, "mixed_seeds": []}
         name = args.name or spec["name"]
         if not name:
             raise ConfigError("name the ablation: --name <name> (results/<name>.csv, W&B group)")
@@ -876,9 +887,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"ablation {name}: {len(experiments)} experiments{task_text} x {len(set(c.seed for c in cells))} seeds = "
           f"{len(cells)} runs, {len(finished)} already finished ({results}); overrides: "
           f"{' '.join(overrides) or 'none'}; launcher: {launcher}", flush=True)
+    mixed_seeds = args.mixed_seeds or spec["mixed_seeds"]
     if args.dry_run:
         for cell in todo:
             print(f"  would run {cell.label}")
+        if mixed_seeds:
+            print(f"  then seeds {' '.join(map(str, mixed_seeds))} of every experiment and task whose seeds disagree")
         return 0
     if args.status:
         queued = slurm_queue(slurm_folder, cells)
@@ -887,24 +901,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.no_cost and launcher == "local":
         measure_costs(cells if args.remeasure_cost else todo, again=args.remeasure_cost)
-    failures = 0
     try:
-        if launcher == "local":
-            threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-            if threads:  # several runs side by side share the cores instead of oversubscribing them
-                os.environ["OMP_NUM_THREADS"] = str(threads)
-            failures = run_local(todo, args.jobs, args.rerun_stale, args.fail_fast)
-        elif todo:
-            ids = submit_slurm(todo, slurm_settings, slurm_folder, args.rerun_stale)
-            arrays = sorted({job.split("_")[0] for job in ids.values()})
-            print(f"ablation {name}: submitted {len(ids)} runs as SLURM job array {', '.join(arrays)} "
-                  f"(job files in {slurm_folder})", flush=True)
-            if args.no_wait:
-                print(f"  watch it with: lit-seg ablate {' '.join(sys.argv[2:]) or '...'} --status", flush=True)
-                return 0
-            wait_slurm(todo, slurm_folder)
-            counts = print_status(todo)
-            failures = counts.get("failed", 0) + counts.get("interrupted", 0)
+        failures = _launch(todo, launcher, args, slurm_settings, slurm_folder, name)
+        if failures is None:  # submitted without waiting
+            return 0
+        if mixed_seeds:
+            _write_results(results, cells, existing, name, runs_root, args.experiments_dir)
+            more = mixed_seed_cells(results, cells, mixed_seeds)
+            if more:
+                print(f"ablation {name}: the seeds disagree in {len({c.key[:2] for c in more})} cells: seeds "
+                      f"{' '.join(map(str, mixed_seeds))} for them ({len(more)} runs)", flush=True)
+                cells = [*cells, *more]
+                failures += _launch([c for c in more if cell_state(c).state != "finished"], launcher, args,
+                                    slurm_settings, slurm_folder, name) or 0
     except KeyboardInterrupt:
         if launcher == "slurm":
             print(f"ablation {name}: stopped waiting; the jobs go on (watch them with --status)", flush=True)
@@ -912,6 +921,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     _write_results(results, cells, existing, name, runs_root, args.experiments_dir)
     return 1 if failures else 0
+
+
+def _launch(todo: Sequence[Cell], launcher: str, args: argparse.Namespace, slurm_settings: dict, slurm_folder: Path,
+            name: str) -> int | None:
+    """Runs ``todo`` with the launcher; the failures, or None when submitted without waiting."""
+    if launcher == "local":
+        threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+        if threads:  # several runs side by side share the cores instead of oversubscribing them
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+        return run_local(todo, args.jobs, args.rerun_stale, args.fail_fast)
+    if not todo:
+        return 0
+    ids = submit_slurm(todo, slurm_settings, slurm_folder, args.rerun_stale)
+    arrays = sorted({job.split("_")[0] for job in ids.values()})
+    print(f"ablation {name}: submitted {len(ids)} runs as SLURM job array {', '.join(arrays)} "
+          f"(job files in {slurm_folder})", flush=True)
+    if args.no_wait:
+        print("  watch it with the same command and --status", flush=True)
+        return None
+    wait_slurm(todo, slurm_folder)
+    counts = print_status(todo)
+    return counts.get("failed", 0) + counts.get("interrupted", 0)
+
+
+def mixed_seed_cells(results: Path, cells: Sequence[Cell], seeds: Sequence[int]) -> list[Cell]:
+    """``seeds`` of every (experiment, task) of ``cells`` whose runs in ``results`` disagree: some seeds
+    learn the task, some do not (:func:`lit_seg.study.analysis.mixed_cells`)."""
+    from lit_seg.study import analysis
+
+    runs = analysis.load_csv(results)
+    if not analysis.has_tasks(runs):
+        return []
+    mixed = set(analysis.mixed_cells(analysis.capacity_profile(runs)))
+    first = {}
+    for cell in cells:
+        first.setdefault((cell.experiment.stem, cell.task_name), cell)
+    return [Cell(c.ablation, c.experiment, c.task, seed, c.overrides, c.runs_root)
+            for key, c in first.items() if key in mixed for seed in seeds]
 
 
 def _row_is_stale(row: dict) -> bool:

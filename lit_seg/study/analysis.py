@@ -444,6 +444,73 @@ def task_profile(df: pd.DataFrame, metric: str = PROFILE_METRIC, baseline: str =
 
 _MARKS = {1.0: " ↑", -1.0: " ↓"}
 
+# Capacity and reliability (the task suite's profile): a run *learns* a task when its final val/mIoU
+# is at least half-way from the task's chance level (the median of the baseline, FCN, which cannot
+# see the cue by construction) to its oracle (the best median of any experiment on it). A head *can
+# learn* a task when any of its seeds does, and learns it *reliably* when at least RELIABLE of them do.
+RELIABLE = 0.8
+LEARNT_RULE = ("a run learns a task when its final val/mIoU is at least half-way from the task's chance level "
+               "(FCN's median: it cannot see the cue) to its oracle (the best median of any head); a head can learn a "
+               f"task when any seed does, and learns it reliably when at least {RELIABLE:.0%} of its seeds do")
+
+
+def learning_thresholds(df: pd.DataFrame, metric: str = PROFILE_METRIC, baseline: str = "fcn") -> pd.DataFrame:
+    """Per task (index): ``chance`` (the baseline's median ``metric``), ``oracle`` (the best median of
+    any experiment) and ``threshold``, half-way between them. NaN without the baseline on a task."""
+    rows = []
+    for task in tasks(df):
+        done = finished(df[df["task"] == task], metric)
+        medians = done.groupby("experiment")[metric].median()
+        chance = medians.get(baseline, math.nan)
+        oracle = medians.max() if len(medians) else math.nan
+        rows.append({"task": task, "chance": chance, "oracle": oracle, "threshold": (chance + oracle) / 2})
+    return pd.DataFrame(rows, columns=["task", "chance", "oracle", "threshold"]).set_index("task")
+
+
+def capacity_profile(df: pd.DataFrame, metric: str = PROFILE_METRIC, baseline: str = "fcn") -> pd.DataFrame:
+    """:func:`task_profile` with each cell's seeds told apart: ``seeds`` and ``values`` (the per-seed
+    ``metric``, in seed order), ``median``, ``learnt`` (how many seeds reach the task's
+    :func:`learning_thresholds`), ``fraction`` of them, ``can_learn`` (any seed does) and
+    ``reliable`` (at least :data:`RELIABLE` do); NaN / False where the task has no threshold."""
+    profile = task_profile(df, metric, baseline)
+    thresholds = learning_thresholds(df, metric, baseline)
+    seeds, values, medians, learnt, fractions = [], [], [], [], []
+    for experiment, task in profile.index:
+        done = finished(df[(df["experiment"] == experiment) & (df["task"] == task)], metric).sort_values("seed")
+        cell = done[metric].astype(float).tolist()
+        threshold = thresholds.loc[task, "threshold"] if task in thresholds.index else math.nan
+        seeds.append([int(s) for s in done["seed"]])
+        values.append(cell)
+        medians.append(float(np.median(cell)) if cell else math.nan)
+        count = sum(v >= threshold for v in cell) if not pd.isna(threshold) else math.nan
+        learnt.append(count)
+        fractions.append(count / len(cell) if cell and not pd.isna(count) else math.nan)
+    profile = profile.assign(seeds=seeds, values=values, median=medians, learnt=learnt, fraction=fractions)
+    profile["can_learn"] = profile["learnt"].fillna(0) > 0
+    profile["reliable"] = profile["fraction"].fillna(0) >= RELIABLE
+    return profile
+
+
+def mixed_cells(profile: pd.DataFrame) -> list[tuple[str, str]]:
+    """(experiment, task) of the cells whose seeds disagree: some learn the task, some do not."""
+    return [key for key, row in profile.iterrows() if row["can_learn"] and row["fraction"] < 1]
+
+
+def format_capacity(profile: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`capacity_profile` for reading: experiments x tasks, ``median [per-seed values] k/n``,
+    with ``✓`` where the head learns the task reliably, ``~`` where some seeds do, and ``↑`` / ``↓``
+    where its mean differs from the baseline's by the rule."""
+    cells = {}
+    for key, row in profile.iterrows():
+        if not row["values"]:
+            cells[key] = "–"
+            continue
+        values = " ".join(f"{v:.{digits}f}" for v in row["values"])
+        mark = " ✓" if row["reliable"] else " ~" if row["can_learn"] else ""
+        learnt = "" if pd.isna(row["learnt"]) else f" {int(row['learnt'])}/{len(row['values'])}"
+        cells[key] = f"{row['median']:.{digits}f} [{values}]{learnt}{mark}{_MARKS.get(row['vs_baseline'], '')}"
+    return _by_task(profile, cells)
+
 
 def format_profile(profile: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """:func:`task_profile` for reading: experiments x tasks, ``mean ± std (n)``, marked ``↑`` (``↓``)

@@ -35,10 +35,10 @@ import csv
 import datetime
 import math
 import os
-import platform
 import sys
 from pathlib import Path
 
+from lit_seg.api.environment import cpu_summary
 from lit_seg.study import harness
 from lit_seg.study.runner import Runner
 
@@ -147,7 +147,7 @@ def _header(args, title: str, machine: dict, loads: list[float], latency: str) -
         "",
         f"- command: `{' '.join(['lit-seg bench', *args.argv])}`",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}; torch {torch.__version__}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; device {args.device}, "
+        f"{cpu_summary()}; device {args.device}, "
         f"{machine.get('threads', '?')} threads, dtype {args.dtype}, denormals "
         f"{'flushed to zero (torch.set_flush_denormal)' if args.flush_denormal else 'not flushed (PyTorch default)'}",
         f"- fp32 matrix product ({args.matmul_n}²): {_num(machine.get('fp32'), 0)} GFLOP/s"

@@ -3,8 +3,8 @@
     lit-seg check-data --config experiments/cityscapes/ccnet_r2.yaml [--data.init_args.root DIR]
                        [--splits train val] [--workers 8]
 
-Takes the same ``--config`` files and ``--data`` arguments as ``lit-seg fit`` (composed by
-:func:`lit_seg.api.compose`, nothing trained, no run folder) and checks every (image, mask) pair
+Takes the same ``--config`` files and ``--data`` arguments as ``lit-seg fit`` (resolved by
+:func:`lit_seg.api.resolve`: nothing built or trained, no run folder) and checks every (image, mask) pair
 of the train and validation splits (and test, if another one) with
 :func:`lit_seg.data.check.check_dataset`. Each bad file is one ``lit-seg: error: ...`` line, the
 same line training would stop with; a mask without labelled pixels is a ``lit-seg: warning:`` (it
@@ -34,7 +34,7 @@ def main(argv: Sequence[str]) -> int:
     args, rest = parser.parse_known_args(list(argv))
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    data = api.compose(overrides=rest).config.get("data") or {}
+    data = api.resolve(overrides=rest).get("data") or {}
     init = data.get("init_args") or {}
     if not {"dataset", "root"} <= set(init):
         print(f"lit-seg: check-data: {data.get('class_path')} reads no files (the built-in data set is drawn, not "

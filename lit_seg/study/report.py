@@ -1,7 +1,7 @@
 """An ablation's results CSV as a markdown table and a plot (what the README shows).
 
-    lit-seg report results/all_heads.csv
-    # -> results/all_heads.md (mean ± std over seeds, query dependence, costs) and results/all_heads.png
+    lit-seg report results/tasks.csv
+    # -> results/tasks.md (the task profile, query dependence, costs) and results/tasks.png
 
 ``lit-seg ablate`` writes both at the end of every call; this redoes them from the CSV.
 ``--against results/<other>.csv`` also writes ``results/<ablation>_vs_<other>.md``: the two side by
@@ -9,10 +9,11 @@ side per head and task, marked where they differ (the suite in bf16 against fp32
 The plot: best val/mIoU (mean ± std over seeds) against the head's forward GFLOPs per image and
 its forward+backward latency at the training batch; the dashed line is FCN's mean.
 
-An ablation over tasks (runs with a ``task``) gets the task profile instead: heads x tasks, final
-val/mIoU (mean ± std over seeds) marked where a head differs from FCN on that task, the query
-dependence per head and task, and the per-experiment table of each task; its plot has one panel
-per task, final val/mIoU against head GFLOPs per image.
+An ablation over tasks (runs with a ``task``) gets the task profile instead: heads x tasks, whether
+each head can learn each task and how reliably (the per-seed values, the median, how many seeds
+learn it: :func:`lit_seg.study.analysis.capacity_profile`), then final val/mIoU (mean ± std over
+seeds) marked where a head differs from FCN on that task, the query dependence per head and task,
+and the per-experiment table of each task; its plot is the capacity profile as a heatmap.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lit_seg.api.records import is_stale
@@ -63,8 +65,20 @@ def _experiment_table(runs: pd.DataFrame, metric: str) -> str:
 
 
 def _task_report(runs: pd.DataFrame, metric: str) -> str:
-    profile = analysis.task_profile(runs)  # of the final val/mIoU (analysis.PROFILE_METRIC)
-    parts = ["## Task profile: final val/mIoU per head and task\n", _markdown(analysis.format_profile(profile)),
+    capacity = analysis.capacity_profile(runs)  # of the final val/mIoU (analysis.PROFILE_METRIC)
+    thresholds = analysis.learning_thresholds(runs)
+    told = ", ".join(f"{task}: chance {row['chance']:.3f}, oracle {row['oracle']:.3f}, "
+                     f"learnt at ≥ {row['threshold']:.3f}"
+                     for task, row in thresholds.iterrows() if not pd.isna(row["threshold"]))
+    mixed = analysis.mixed_cells(capacity)
+    parts = ["## Can each head learn each task, and how reliably\n", _markdown(analysis.format_capacity(capacity)),
+             f"\nEach cell: the median final val/mIoU over seeds, [each seed's, in seed order], how many seeds learn "
+             f"the task; ✓: learnt reliably, ~: by some seeds only; ↑ / ↓: the mean differs from FCN's by the rule "
+             f"below. The rule: {analysis.LEARNT_RULE}. Per task: {told or 'no baseline'}."
+             + (f" Seeds disagree in {len(mixed)} cells: "
+                f"{', '.join(f'{e} on {t}' for e, t in mixed)}." if mixed else "") + "\n"]
+    profile = analysis.task_profile(runs)
+    parts += ["## Task profile: final val/mIoU per head and task\n", _markdown(analysis.format_profile(profile)),
              "\nEach cell: val/mIoU at the end of each run, mean ± sample std over seeds (n seeds). ↑ / ↓: "
              f"different from FCN on that task, above / below it (the project's rule: {analysis.DIFFERENCE_RULE}); "
              "unmarked: not a difference, or fewer than 2 seeds on a side.\n"]
@@ -119,32 +133,34 @@ def plot(csv_path: Path, out: Path, metric: str = analysis.METRIC) -> None:
 
 
 def _plot_tasks(runs: pd.DataFrame, name: str, out: Path) -> None:
-    """One panel per task: final val/mIoU (mean ± std over seeds) against head GFLOPs per image."""
+    """The task profile as a heatmap: heads x tasks, coloured by the median final val/mIoU, each
+    cell with its per-seed values, how many seeds learn the task and the marks of
+    :func:`analysis.format_capacity`."""
     plt = _pyplot()
-    profile = analysis.task_profile(runs)  # of the final val/mIoU (analysis.PROFILE_METRIC)
+    capacity = analysis.capacity_profile(runs)
+    experiments = list(dict.fromkeys(capacity.index.get_level_values("experiment")))
     names = analysis.tasks(runs)
-    # One colour per experiment in every panel, so a head is followed across the tasks.
-    experiments = list(dict.fromkeys(profile.index.get_level_values("experiment")))
-    colors = {e: plt.cm.tab20(i % 20) for i, e in enumerate(experiments)}
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.5), sharey=True, squeeze=False)
-    for ax, task in zip(axes[0], names):
-        rows = profile.xs(task, level="task")
-        rows = rows[(rows["n"] > 0) & rows["head_gflops"].notna()]
-        for experiment, row in rows.iterrows():
-            ax.errorbar(row["head_gflops"], row["mean"], yerr=0 if pd.isna(row["std"]) else row["std"], fmt="o",
-                        capsize=3, color=colors[experiment])
-            ax.annotate(experiment, (row["head_gflops"], row["mean"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=8)
-        if "fcn" in rows.index:
-            ax.axhline(rows.loc["fcn", "mean"], color="grey", linestyle="--", linewidth=1)
-        if rows.empty:
-            ax.text(0.5, 0.5, "no finished runs with a head cost\n(ablated with --no-cost?)", ha="center",
-                    va="center", transform=ax.transAxes)
-        ax.set_title(f"task {task or '(none)'}")
-        ax.set_xlabel("head GFLOPs per image (forward)")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("final val/mIoU (mean ± std over seeds)")
-    fig.suptitle(f"{name}: accuracy against cost per task (dashed: FCN)")
+    medians = np.full((len(experiments), len(names)), np.nan)
+    for (experiment, task), row in capacity.iterrows():
+        medians[experiments.index(experiment), names.index(task)] = row["median"]
+    fig, ax = plt.subplots(figsize=(3.2 * len(names) + 2.5, 0.42 * len(experiments) + 1.6))
+    image = ax.imshow(medians, cmap="viridis", vmin=np.nanmin(medians), vmax=np.nanmax(medians), aspect="auto")
+    for (experiment, task), row in capacity.iterrows():
+        if not row["values"]:
+            continue
+        i, j = experiments.index(experiment), names.index(task)
+        mark = "✓" if row["reliable"] else "~" if row["can_learn"] else ""
+        arrow = {1.0: " ↑", -1.0: " ↓"}.get(row["vs_baseline"], "")
+        learnt = "" if pd.isna(row["learnt"]) else f"  {int(row['learnt'])}/{len(row['values'])} {mark}"
+        text = f"{row['median']:.2f}{arrow}{learnt}\n" + " ".join(f"{v:.2f}" for v in row["values"])
+        light = medians[i, j] < (np.nanmin(medians) + np.nanmax(medians)) / 2
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
+    ax.set_xticks(range(len(names)), [t or "(no task)" for t in names])
+    ax.set_yticks(range(len(experiments)), experiments)
+    ax.xaxis.tick_top()
+    fig.colorbar(image, ax=ax, label="median final val/mIoU over seeds", fraction=0.04)
+    fig.suptitle(f"{name}: can each head learn each task? (median, seeds learnt, per-seed values; "
+                 f"✓ reliably, ~ some seeds; ↑/↓ vs FCN)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -154,6 +154,10 @@ def _fsync_dir(folder: Path) -> None:
 class SaveOnInterrupt(pl.Callback):
     """Ctrl-C or SIGTERM during ``fit``: finish the current batch, write ``last.ckpt``, stop.
 
+    SIGUSR2 too, where a handler for it is installed when training starts (submitit's, in a SLURM
+    job: the scheduler's warning before a time limit or preemption); that handler is restored when
+    the fit ends, for the caller to pass the signal on to once the checkpoint is written.
+
     Lightning handles SIGTERM itself: its handler (installed when ``fit`` starts) raises the flag
     behind ``trainer.received_sigterm``, and the training loop stops with ``SIGTERMException`` once
     the batch's bookkeeping and logging are done, but it writes nothing; Ctrl-C is an immediate
@@ -182,7 +186,14 @@ class SaveOnInterrupt(pl.Callback):
         self.signal = self.stopped_by = None
         self._handed_over = False
         self._say = trainer.is_global_zero
-        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        signals = [signal.SIGINT, signal.SIGTERM]
+        # A scheduler's warning before a time limit or preemption (submitit asks SLURM for SIGUSR2):
+        # taken only where something handles it, and handed back to that (lit_seg.study.ablate)
+        # once the checkpoint is written, so that it requeues a job that can resume.
+        usr2 = getattr(signal, "SIGUSR2", None)
+        if usr2 is not None and callable(signal.getsignal(usr2)):
+            signals.append(usr2)
+        self._previous = {s: signal.getsignal(s) for s in signals}
         for signum in self._previous:
             signal.signal(signum, self._on_signal)
 

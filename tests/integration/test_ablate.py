@@ -163,11 +163,12 @@ def test_ablation_files_name_existing_experiments(tmp_path, capsys, monkeypatch)
     files = [f for f in files if f.name != "sweep.yaml"]
     assert {f.stem for f in files} >= {"all_heads", "ccnet_recurrence"}
     heads = {p.stem for p in EXPERIMENTS.glob("*.yaml")} - {"base"}
+    interventions = {p.stem for p in EXPERIMENTS.glob("interventions/*.yaml")}  # on the heads, not heads
     for path in files:
         code, out, err = _ablate_in_process(str(path), "--dry-run", "--output_dir", str(tmp_path), capsys=capsys)
         assert code == 0, err
         planned = {line.split()[2] for line in out.splitlines() if line.strip().startswith("would run")}
-        assert planned and planned <= heads, path
+        assert planned and planned <= heads | interventions, path
     _, out, _ = _ablate_in_process(str(EXPERIMENTS / "ablations" / "all_heads.yaml"), "--dry-run", "--output_dir",
                                    str(tmp_path), capsys=capsys)
     # "would run <experiment> on <task> seed <seed>" (all_heads names its task, global)

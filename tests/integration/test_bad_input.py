@@ -26,7 +26,7 @@ FOLDER_DATA = ["--data", "lit_seg.data.SegmentationDataModule", "--data.init_arg
 # fails before any run folder is made). "{root}" is a folder of prepared inputs (see `inputs`).
 CASES = {
     "unknown-head": (["--model.head", "lit_seg.models.heads.NoSuchHead"],
-                     "unknown or invalid head: choose one of ASPPHead, CCHead", 2, True),
+                     "unknown or invalid head: choose one of ANNHead, ASPPHead, CCHead", 2, True),
     "unknown-encoder": (["--model.encoder_name", "resnet9000"],
                         "unknown encoder 'resnet9000': use an smp encoder name", 2, True),
     "encoder-without-os8": (["--model.encoder_name", "vgg11"],

@@ -36,7 +36,7 @@ def test_only_ocr_replaces_the_auxiliary_head_by_its_own_first_stage():
         model = merged_config(CITYSCAPES / name)["model"]
         assert model["aux_weight"] == (0.0 if name == "ocr.yaml" else 0.4), name
     head = merged_config(CITYSCAPES / "ocr.yaml")["model"]["head"]["init_args"]
-    assert (head["regions_index"], head["regions_weight"]) == (-2, 0.4)
+    assert (head["in_index"], head["regions_weight"]) == ([-2, -1], 0.4)  # regions from stage 3, context on 4
 
 
 def test_a_cityscapes_experiment_is_a_few_lines():

@@ -1,4 +1,4 @@
-"""One writer per run folder (lit_seg/cli/run_lock.py), with real processes: two `--resume` of one run
+"""One writer per run folder (lit_seg/api/run_lock.py), with real processes: two `--resume` of one run
 at once, a lock left by a killed process, and the ablation runner killed with SIGKILL."""
 
 import csv

@@ -80,7 +80,10 @@ def test_command_on_the_quick_start_run(found, workspace, capsys):
         fmt = args[args.index("--format") + 1]
         assert (workspace / "export" / {"onnx": "model.onnx", "torchscript": "model.pt"}[fmt]).is_file()
     elif subcommand == "maps":
-        assert Image.open(args[args.index("--out") + 1]).size[0] > 0
+        folder = Path(args[args.index("--output_dir") + 1]) if "--output_dir" in args else workspace / "maps"
+        image = Path(args[args.index("--image") + 1]) if "--image" in args else None
+        name = image.stem if image else f"val{args[args.index('--index') + 1]}"
+        assert Image.open(folder / f"attention_{name}.png").size[0] > 0
     elif subcommand == "fit":  # --resume: the same folder, on from its last step (further with more epochs)
         assert not new
         steps = json.loads((workspace / "summary.json").read_text())["global_step"]

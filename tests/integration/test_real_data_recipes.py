@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_seg.cli import expand_bases, main, merged_config
+from lit_seg.api.config import expand_bases, merged_config
+from lit_seg.cli import main
 from lit_seg.data.datasets import ade20k, voc
 from tests.conftest import EXPERIMENTS
 from tests.fixtures import tiled, write_ade20k, write_folder, write_mask, write_voc

@@ -158,4 +158,30 @@ def test_tasks_ablation_is_every_head_on_three_tasks():
     text = (EXPERIMENTS / "ablations" / "tasks.yaml").read_text()
     assert "scripts/run lit-seg ablate experiments/ablations/tasks.yaml --jobs 2" in text
     # bf16 autocast: the suite within its 180 min (docs/notes/history.md); results/archive/tasks_fp32.csv is fp32
-    assert yaml.safe_load(text)["overrides"] == ["--trainer.precision=bf16-mixed"]
+    assert yaml.safe_load(text)["overrides"] == ["--trainer.precision=auto"]
+
+
+def test_the_cityscapes_ablation_is_every_head_on_4_gpu_slurm_jobs_of_batch_8():
+    spec = ablate.load_ablation(EXPERIMENTS / "ablations" / "cityscapes.yaml")
+    assert spec["experiments"] == [f"cityscapes/{name}" for name in HEADS] and spec["seeds"] == [0, 1, 2]
+    assert [p.name for p in ablate.experiment_files(spec["experiments"])] == [f"{name}.yaml" for name in HEADS]
+    assert spec["launcher"] == "slurm" and spec["slurm"]["gpus_per_node"] == 4
+    # 4 processes x 2 images: mmseg's batch of 8.
+    assert "--trainer.devices=4" in spec["overrides"] and "--data.init_args.batch_size=2" in spec["overrides"]
+
+
+def test_more_seeds_go_exactly_to_the_cells_whose_seeds_disagree(tmp_path):
+    """reach: FCN (chance) 0.35, the best median 0.90 (ccnet_r2): threshold 0.625. ccnet_r2 learns it
+    on every seed, gc on one of three (mixed): only gc on reach gets seeds 3 and 4."""
+    root = experiments_dir(tmp_path / "experiments")
+    (root / "gc.yaml").write_text("_base_: base.yaml\n")
+    values = {"fcn": [0.34, 0.35, 0.36], "ccnet_r2": [0.89, 0.90, 0.91], "gc": [0.36, 0.37, 0.88]}
+    rows = [{"ablation": "study", "experiment": experiment, "task": "reach", "seed": seed, "status": "finished",
+             "val_mIoU_final": value, "val_mIoU_best": value}
+            for experiment, seeds in values.items() for seed, value in enumerate(seeds)]
+    write_csv(tmp_path / "study.csv", rows)
+    cells = [ablate.Cell("study", root / f"{experiment}.yaml", root / "tasks" / "reach.yaml", seed)
+             for experiment in values for seed in (0, 1, 2)]
+    more = ablate.mixed_seed_cells(tmp_path / "study.csv", cells, [3, 4])
+    assert [(c.experiment.stem, c.task_name, c.seed) for c in more] == [("gc", "reach", 3), ("gc", "reach", 4)]
+    assert more[0].overrides == cells[0].overrides and more[0].runs_root == cells[0].runs_root

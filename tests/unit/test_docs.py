@@ -78,13 +78,21 @@ def test_every_repository_path_named_exists(path):
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
-    """A run folder as `lit-seg fit` leaves one (config.yaml, checkpoints), for commands that take
-    `runs/<experiment>/<run>`: enough for their parsers, which read no weights."""
+    """A run folder as `lit-seg fit` leaves one (config.yaml, checkpoints of the untrained model
+    in Lightning's format), for commands that take `runs/<experiment>/<run>`."""
+    import lightning
+    import torch
+
+    from lit_seg.api import compose
+
     folder = tmp_path_factory.mktemp("runs") / "ccnet_r2" / "20261201-120000-abcd1234"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "config.yaml").write_text(print_config(["fit", "--config", "experiments/ccnet_r2.yaml"]))
+    module = compose("experiments/ccnet_r2.yaml").module
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                  "pytorch-lightning_version": lightning.__version__, "epoch": 0, "global_step": 0}
     for name in ("best-step000384.ckpt", "last.ckpt"):
-        (folder / "checkpoints" / name).write_bytes(b"")
+        torch.save(checkpoint, folder / "checkpoints" / name)
     (folder / "wandb" / "offline-run-20261201_120000-abcd1234").mkdir(parents=True)
     return folder
 
@@ -169,7 +177,7 @@ def test_lit_seg_command_parses(found, run_folder, in_repo):
     else:
         assert subcommand in TOOLS, f"{found}: not a lit-seg subcommand"
         call_args = args
-    parse_only = subcommand in TOOLS and subcommand != "ablate" and "--help" not in args
+    parse_only = subcommand in TOOLS and subcommand not in ("ablate", "check-data") and "--help" not in args
     with stop_after_parsing() if parse_only else contextlib.nullcontext():
         code, out, err = run_in_process(main, call_args)
     assert code == ("parsed" if parse_only else 0) or code is None and not parse_only, \

@@ -16,6 +16,7 @@ from lit_seg.models.gc_backbone import GlobalContextResidual, insert_global_cont
 from lit_seg.models.heads import HEADS as HEAD_LIST
 from lit_seg.models.heads import (
     ANNHead,
+    CCHead,
     DAHead,
     DecodeHead,
     EMAHead,
@@ -40,6 +41,10 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "nonlocal_concat": (NonLocalHead, {"mode": "concatenation"}),
     "gc_avg_mul": (GCHead, {"pooling": "avg", "fusion": ("add", "mul")}),
     "ema_no_concat": (EMAHead, {"concat_input": False, "num_stages": 1}),
+    # The task suite's interventions (experiments/interventions/): not the papers' networks.
+    "ccnet_r2_separate_steps": (CCHead, {"recurrence": 2, "shared_weights": False}),
+    "nonlocal_shared_key_query": (NonLocalHead, {"share_key_query": True}),
+    "nonlocal_as_ocnet": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch"}),
     "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
     "ocr_one_map": (OCRHead, {"in_index": (-1, -1)}),  # both stages on one map (the built-in experiment's)
     "isa_small_blocks": (ISAHead, {"down_factor": (4, 3)}),  # several blocks and groups on the tests' small maps
@@ -499,3 +504,24 @@ def test_gc_backbone_bad_encoder_or_stage_is_a_clear_error(name, stages, depth, 
     with pytest.raises(ConfigError, match=message) as info:
         insert_global_context(encoder, stages)
     assert "\n" not in str(info.value)
+
+
+def test_the_interventions_change_what_they_name_and_nothing_else():
+    """A separate block per CCNet step; one module for non-local's queries and keys; PyTorch's
+    default initialisation for its projections (OCNet's)."""
+    shared, separate = build("ccnet_r2"), build("ccnet_r2_separate_steps")
+    assert len(separate.attention) == 2 and separate.step(0) is not separate.step(1)
+    assert shared.step(0) is shared.step(1) is shared.attention
+    params = sum(p.numel() for p in shared.attention.parameters())
+    assert sum(p.numel() for p in separate.parameters()) == sum(p.numel() for p in shared.parameters()) + params
+    plain, tied = build("nonlocal"), build("nonlocal_shared_key_query")
+    assert tied.attention.phi is tied.attention.theta and plain.attention.phi is not plain.attention.theta
+    theta = sum(p.numel() for p in plain.attention.theta.parameters())
+    assert sum(p.numel() for p in tied.parameters()) == sum(p.numel() for p in plain.parameters()) - theta
+    torch.manual_seed(0)
+    mmcv = build("nonlocal", channels=256).attention.theta.weight.std().item()
+    torch.manual_seed(0)
+    default = build("nonlocal_as_ocnet", channels=256).attention.theta.weight.std().item()
+    assert abs(mmcv - 0.01) < 1e-3 and default > 0.02  # Kaiming uniform: (1/3)^0.5 / sqrt(256) ~ 0.036
+    with pytest.raises(ConfigError, match="projection_init must be"):
+        build("nonlocal", projection_init="xavier")

@@ -88,8 +88,39 @@ def test_report_gives_the_profile_and_a_table_per_task(tmp_path):
     reach = text.split("## Task reach")[1].split("## Task recurrence")[0]
     assert "| `fcn` | FCNHead | 0.330 ± 0.020 | 3 |" in reach and "danet_cam" not in reach
     assert "| `danet_cam` | DAHead | 0.320 ± 0.010 | 3 |" in text.split("## Task recurrence")[1]
-    # One panel per task (5.5 x 4.5 inches each at 110 dpi).
-    assert Image.open(png).size == (2 * 605, 495)
+    # The capacity heatmap: a column per task (3.2 inches each, 2.5 for labels and colour bar) and a
+    # row per head (0.42 inches each, 1.6 for the title), at 110 dpi.
+    assert Image.open(png).size == (round((3.2 * 2 + 2.5) * 110), int((0.42 * 4 + 1.6) * 110))
+    # The capacity section comes first and states its rule and the seeds that disagree.
+    assert text.index("## Can each head learn each task") < text.index("| experiment | reach | recurrence |")
+    assert analysis.LEARNT_RULE in text
+
+
+def test_capacity_profile_counts_the_seeds_that_learn_each_task(tmp_path):
+    """Thresholds half-way from FCN's median (chance) to the best median (oracle), by hand:
+    reach: chance 0.32, oracle 0.91, threshold 0.615; recurrence: chance 0.52, oracle 0.62, 0.57."""
+    final = {**FINAL, ("gc", "reach"): [0.33, 0.70, 0.90],  # two of three seeds learn reach
+             ("gc", "recurrence"): [0.40, 0.45, 0.58]}      # one of three learns recurrence
+    runs = analysis.load_csv(write_csv(tmp_path / "study.csv", final))
+    thresholds = analysis.learning_thresholds(runs)
+    assert thresholds.loc["reach"].tolist() == pytest.approx([0.32, 0.91, 0.615])
+    assert thresholds.loc["recurrence"].tolist() == pytest.approx([0.52, 0.62, 0.57])
+    capacity = analysis.capacity_profile(runs)
+    gc_reach, gc_recurrence = capacity.loc[("gc", "reach")], capacity.loc[("gc", "recurrence")]
+    assert gc_reach["values"] == [0.33, 0.70, 0.90] and gc_reach["median"] == pytest.approx(0.70)
+    assert (gc_reach["learnt"], gc_reach["can_learn"], gc_reach["reliable"]) == (2, True, False)
+    assert (gc_recurrence["learnt"], gc_recurrence["can_learn"], gc_recurrence["reliable"]) == (1, True, False)
+    ccnet = capacity.loc[("ccnet_r2", "reach")]
+    assert (ccnet["learnt"], ccnet["fraction"], ccnet["reliable"]) == (3, 1.0, True)
+    fcn = capacity.loc[("fcn", "recurrence")]  # 0.54 of FCN's own seeds is below 0.57
+    assert (fcn["learnt"], fcn["can_learn"]) == (0, False)
+    assert analysis.mixed_cells(capacity) == [("gc", "reach"), ("gc", "recurrence")]
+    table = analysis.format_capacity(capacity)
+    assert table.loc["gc", "reach"] == "0.700 [0.330 0.700 0.900] 2/3 ~"
+    assert table.loc["ccnet_r2", "reach"] == "0.910 [0.900 0.910 0.920] 3/3 ✓ ↑"
+    assert table.loc["danet_cam", "reach"] == "–"
+    text = report.markdown_table(tmp_path / "study.csv")
+    assert "Seeds disagree in 2 cells: gc on reach, gc on recurrence." in text
 
 
 def test_csv_without_tasks_keeps_its_single_table(tmp_path):

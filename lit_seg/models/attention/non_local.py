@@ -39,6 +39,12 @@ class NonLocal2d(nn.Module):
     ``sub_sample`` max-pools (2x2) the keys and values (phi and g; the raw x as key in
     ``gaussian``), so M = (H // 2) * (W // 2); the queries keep full resolution.
 
+    Two options tell what separates this block from OCNet's self-attention (the task suite's
+    interventions; neither is the paper's network): ``share_key_query`` makes phi the very module
+    theta is (OCNet's ``f_key`` serves as both), and ``projection_init="pytorch"`` leaves theta, phi
+    and g at PyTorch's default initialisation (OCNet's) instead of mmcv's N(0, 0.01), under which
+    the logits theta_i . phi_j start near 0 and every query attends almost uniformly.
+
     No mode builds the (B, 2C', N, M) tensor of the reference code, and only the two
     softmax modes touch an N x M matrix, in memory-lean blocks (``softmax_attention``):
     ``dot_product`` is evaluated as ``theta (phi^T g) / M`` (C' x C' memory) and
@@ -53,10 +59,16 @@ class NonLocal2d(nn.Module):
         mode: NonLocalMode = "embedded_gaussian",
         sub_sample: bool = False,
         use_scale: bool = True,
+        share_key_query: bool = False,
+        projection_init: Literal["mmcv", "pytorch"] = "mmcv",
     ) -> None:
         super().__init__()
         if mode not in get_args(NonLocalMode):
             raise ConfigError(f"mode must be one of {get_args(NonLocalMode)}, got {mode!r}")
+        if projection_init not in ("mmcv", "pytorch"):
+            raise ConfigError(f"projection_init must be 'mmcv' or 'pytorch', got {projection_init!r}")
+        if share_key_query and mode == "gaussian":
+            raise ConfigError("share_key_query needs theta and phi: the gaussian mode has neither")
         self.mode = mode
         self.use_scale = use_scale
         self.sub_sample = sub_sample
@@ -64,7 +76,7 @@ class NonLocal2d(nn.Module):
         self.g = nn.Conv2d(channels, self.inter_channels, 1)
         if mode != "gaussian":
             self.theta = nn.Conv2d(channels, self.inter_channels, 1)
-            self.phi = nn.Conv2d(channels, self.inter_channels, 1)
+            self.phi = self.theta if share_key_query else nn.Conv2d(channels, self.inter_channels, 1)
         if mode == "concatenation":
             self.concat_project = nn.Conv2d(2 * self.inter_channels, 1, 1, bias=False)
         # The conv bias before BatchNorm would be cancelled by the batch mean: left out.
@@ -74,7 +86,7 @@ class NonLocal2d(nn.Module):
         self.pool = nn.MaxPool2d(2) if sub_sample else nn.Identity()
         # mmcv's NonLocal2d.init_weights: theta, phi and g from N(0, 0.01) with zero bias;
         # concat_project as its ConvModule (Kaiming normal, fan_out, ReLU gain).
-        for name in ("g", "theta", "phi"):
+        for name in ("g", "theta", "phi") if projection_init == "mmcv" else ():
             if hasattr(self, name):
                 nn.init.normal_(getattr(self, name).weight, std=0.01)
                 nn.init.zeros_(getattr(self, name).bias)

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_seg.errors import ConfigError
 from lit_seg.models.attention import CrissCrossAttention
@@ -19,6 +19,10 @@ class CCHead(ContextHead):
         recurrence: R, how many times the one attention block is applied. R=2 (the paper's
             choice) lets every position reach every other one.
         reduction: query/key channels are ``channels // reduction``.
+        shared_weights: one block applied R times (the paper's RCCA); False: R blocks, each with
+            its own weights and residual scale gamma (a documented option of the task suite, not
+            the paper's network: it tells whether sharing one block across the steps is what makes
+            R=2 hard to train).
     """
 
     def __init__(
@@ -31,12 +35,21 @@ class CCHead(ContextHead):
         recurrence: int = 2,
         reduction: int = 8,
         activation: Activation = "relu",
+        shared_weights: bool = True,
     ) -> None:
         if recurrence < 1:
             raise ConfigError(f"CCHead: recurrence must be >= 1, got {recurrence}")
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
                          lambda c: CrissCrossAttention(c, reduction=reduction))
         self.recurrence = recurrence
+        self.shared_weights = shared_weights
+        if not shared_weights:
+            self.attention = nn.ModuleList([self.attention, *(CrissCrossAttention(channels, reduction=reduction)
+                                                              for _ in range(recurrence - 1))])
+
+    def step(self, r: int) -> CrissCrossAttention:
+        """The block of recurrence step ``r`` (0-based): the one shared block, or the step's own."""
+        return self.attention if self.shared_weights else self.attention[r]
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """Criss-cross weights of the queries at every recurrence step, and their composition.
@@ -70,10 +83,11 @@ class CCHead(ContextHead):
         weights = []  # (column, row) of steps 1..R-1
         maps: dict[str, Tensor] = {}
         for step in range(1, self.recurrence + 1):
-            maps[f"step{step}"] = self.attention.attention_map(y, queries)
+            block = self.step(step - 1)
+            maps[f"step{step}"] = block.attention_map(y, queries)
             if step < self.recurrence:
-                weights.append(self.attention.attention(y))
-                y = self.attention(y)
+                weights.append(block.attention(y))
+                y = block(y)
         # composed = e_p^T A_R A_{R-1} ... A_1: start from the query's step-R row and multiply by
         # A_{R-1}, ..., A_1 on the right. (m A)[k, l] = sum_i m[i, l] column[i, l, k]
         # + sum_j m[k, j] row[k, j, l]: column[b, i, j, k] weights (k, j), row[b, i, j, k] (i, k).
@@ -85,6 +99,6 @@ class CCHead(ContextHead):
         return maps
 
     def apply_block(self, y: Tensor) -> Tensor:
-        for _ in range(self.recurrence):  # one block, shared weights
-            y = self.attention(y)
+        for r in range(self.recurrence):  # one block, shared weights (unless shared_weights is False)
+            y = self.step(r)(y)
         return y
