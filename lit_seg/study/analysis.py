@@ -80,10 +80,26 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[missing_recurrence, "recurrence"] = [
             _recurrence(e, o) for e, o in zip(df.loc[missing_recurrence, "experiment"],
                                               df.loc[missing_recurrence, "head_options"])]
+    _label_other_overrides(df)
     iou = [c for c in df.columns if c.startswith(IOU_PREFIX)]
     extra = [c for c in df.columns if c not in COLUMNS and c not in iou]
     split = len(BEFORE_CLASSES)  # per-class IoU columns go just after these
     return df[COLUMNS[:split] + iou + COLUMNS[split:] + extra].reset_index(drop=True)
+
+
+def _label_other_overrides(df: pd.DataFrame) -> None:
+    """Runs made under other overrides than most (one ablation called twice with different ones)
+    are other experiments: ``fcn`` becomes ``fcn [--trainer.max_epochs=6]``, so that no mean mixes
+    the two. The most common set (the first of equals) keeps the plain names."""
+    overrides = df["overrides"].fillna("")
+    sets = list(dict.fromkeys(overrides))
+    if len(sets) < 2:
+        return
+    counts = overrides.value_counts()
+    main = max(sets, key=lambda s: counts[s])
+    other = overrides != main
+    df.loc[other, "experiment"] = [f"{e} [{o or 'no overrides'}]" for e, o in zip(df.loc[other, "experiment"],
+                                                                                   overrides[other])]
 
 
 def _recurrence(experiment: Any, head_options: Any) -> Any:

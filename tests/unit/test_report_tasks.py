@@ -159,3 +159,17 @@ def test_against_another_csv_compares_each_head_and_task_by_the_rule(tmp_path):
             in lines)
     assert "| `danet_cam` | – | 0.310 ± 0.010 vs – |" in lines
     assert any("1 of 5 pairs with 2 or more seeds on both sides differ" in line for line in lines)
+
+
+def test_runs_under_other_overrides_are_other_experiments(tmp_path):
+    """One ablation called again with other overrides: its rows keep their own cells, never mixed
+    into the means of the main set."""
+    path = write_csv(tmp_path / "study.csv")
+    rows = pd.read_csv(path)
+    rows["overrides"] = "--trainer.precision=auto"
+    again = rows[(rows["experiment"] == "gc") & (rows["task"] == "reach")].assign(
+        overrides="--trainer.max_epochs=6", val_mIoU_final=[0.90, 0.91, 0.92])
+    pd.concat([rows, again]).to_csv(path, index=False)
+    profile = analysis.task_profile(analysis.load_csv(path))
+    assert profile.loc[("gc", "reach"), "mean"] == pytest.approx(0.35)  # the main set's seeds only
+    assert profile.loc[("gc [--trainer.max_epochs=6]", "reach"), "mean"] == pytest.approx(0.91)
