@@ -10,9 +10,7 @@ numbers (an arrow, a sentence) are not touched: read the diff.
 """
 
 import argparse
-import math
 import re
-import statistics
 import sys
 from pathlib import Path
 
@@ -22,38 +20,18 @@ sys.path.insert(0, str(ROOT))
 from tests import doc_checks  # noqa: E402 - the one reader of the markers
 
 
-def _values(quote: doc_checks.Quote) -> list[float]:
-    import csv
-
-    with (ROOT / quote.csv).open(newline="") as f:
-        rows = [row for row in csv.DictReader(f)
-                if all(doc_checks._matches(row, k, v) for k, v in quote.filters.items())]
-    if rows and "seed" in rows[0]:
-        rows.sort(key=lambda row: int(row["seed"]))
-    return [float(row[quote.column]) for row in rows if row.get(quote.column) not in ("", None)]
-
-
 def _format(value: float, like: str) -> str:
+    """``value`` as ``like`` is written: its decimals, and thousands separators if it has them."""
     decimals = doc_checks._decimals(like)
-    text = f"{value:,.{decimals}f}" if "," in like else f"{value:.{decimals}f}"
-    return text
-
-
-def _wanted(quote: doc_checks.Quote, values: list[float]) -> list[float]:
-    aggregate = quote.aggregate
-    if aggregate == "mean±std":
-        return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan]
-    if aggregate == "range":
-        return [min(values), max(values)]
-    if aggregate == "values":
-        return values
-    return [{"value": values[0], "mean": statistics.mean(values), "min": min(values), "max": max(values),
-             "count": len(values), "std": statistics.stdev(values) if len(values) > 1 else math.nan}[aggregate]]
+    return f"{value:,.{decimals}f}" if "," in like else f"{value:.{decimals}f}"
 
 
 def refreshed(quote: doc_checks.Quote) -> str | None:
     """The quote's text with its numbers as the CSV gives them, or None if it cannot be rewritten."""
-    values = _values(quote)
+    try:
+        values = doc_checks.values_of(quote)
+    except (KeyError, FileNotFoundError):
+        return None
     if not values:
         return None
     # After the quoted numbers only a count "(n)", an arrow or a unit may follow (doc_checks.check).
@@ -61,7 +39,7 @@ def refreshed(quote: doc_checks.Quote) -> str | None:
     head, rest = quote.quoted[:tail.start()], quote.quoted[tail.start():]
     if tail.group(1) is not None:
         rest = rest.replace(f"({tail.group(1)})", f"({len(values)})", 1)
-    wanted = _wanted(quote, values)
+    wanted = doc_checks.wanted(quote.aggregate, values)
     numbers = list(re.finditer(doc_checks.NUMBER, head))
     if len(numbers) < len(wanted):
         return None

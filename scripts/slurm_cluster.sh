@@ -8,19 +8,31 @@
 # accounting is disabled: lit-seg reads job states from squeue and the runs' records instead).
 set -euo pipefail
 
+MARK="# written by lit-seg scripts/slurm_cluster.sh"
+CONF=/etc/slurm/slurm.conf
 if [ "${1:-start}" = stop ]; then
-    pkill -x slurmd 2>/dev/null || true
-    pkill -x slurmctld 2>/dev/null || true
-    pkill -x munged 2>/dev/null || true
+    # Only the daemons this script started (its slurm.conf, their pid files): never a real cluster's.
+    if ! grep -qxF "$MARK" "$CONF" 2>/dev/null; then
+        echo "slurm_cluster: $CONF was not written by this script: not stopping anything" >&2
+        exit 2
+    fi
+    for pid in /run/slurmd.pid /run/slurmctld.pid; do
+        [ -s "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+    done
+    exit 0
+fi
+if command -v scontrol >/dev/null 2>&1 && scontrol ping 2>/dev/null | grep -q "UP"; then
+    echo "slurm_cluster: already running" >&2
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
     echo "scripts/slurm_cluster.sh: needs root (it installs and starts system daemons)" >&2
     exit 2
 fi
-if command -v scontrol >/dev/null 2>&1 && scontrol ping 2>/dev/null | grep -q "UP"; then
-    echo "slurm_cluster: already running" >&2
-    exit 0
+if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
+    echo "slurm_cluster: $CONF exists and was not written by this script: this host has a SLURM of its own;" \
+         "use it (lit-seg ablate --launcher slurm) instead of a one-node test cluster" >&2
+    exit 2
 fi
 if ! command -v slurmctld >/dev/null 2>&1; then
     echo "slurm_cluster: installing slurm-wlm and munge (apt-get)" >&2
@@ -43,7 +55,8 @@ chmod 700 /etc/munge
 pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
 
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
-cat > /etc/slurm/slurm.conf <<EOF
+cat > "$CONF" <<EOF
+$MARK
 ClusterName=litseg
 SlurmctldHost=${host}
 SlurmUser=root

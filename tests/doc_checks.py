@@ -283,42 +283,49 @@ def _matches(row: dict, key: str, value: str) -> bool:
     return row.get(key) in value.split(",")
 
 
-def check(quote: Quote) -> str | None:
-    """None if the quoted number equals the CSV's, else what differs."""
+def values_of(quote: Quote) -> list[float]:
+    """The CSV values a quote aggregates: its file's rows that match its filters, in seed order."""
     with (ROOT / quote.csv).open(newline="") as f:
         rows = [row for row in csv.DictReader(f) if all(_matches(row, k, v) for k, v in quote.filters.items())]
     if rows and quote.column not in rows[0]:
-        return f"{quote.csv} has no column {quote.column!r}"
+        raise KeyError(f"{quote.csv} has no column {quote.column!r}")
     if "seed" in (rows[0] if rows else {}):
         rows.sort(key=lambda row: int(row["seed"]))
-    values = [float(row[quote.column]) for row in rows if row[quote.column] not in ("", None)]
+    return [float(row[quote.column]) for row in rows if row[quote.column] not in ("", None)]
+
+
+def wanted(aggregate: str, values: list[float]) -> list[float]:
+    """What a quote of ``aggregate`` over ``values`` must say, number by number."""
+    if aggregate == "mean±std":
+        return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan]
+    if aggregate == "range":
+        return [min(values), max(values)]
+    if aggregate == "values":
+        return values
+    return [{"value": values[0], "mean": statistics.mean(values), "min": min(values), "max": max(values),
+             "count": len(values), "std": statistics.stdev(values) if len(values) > 1 else math.nan}[aggregate]]
+
+
+def check(quote: Quote) -> str | None:
+    """None if the quoted number equals the CSV's, else what differs."""
+    try:
+        values = values_of(quote)
+    except KeyError as err:
+        return err.args[0]
     text = re.sub(r"[*`]", "", quote.quoted).strip()
     if not values:
         return f"no rows of {quote.csv} match {quote.filters} with a value of {quote.column}"
-    tail = lambda pattern: re.search(pattern + r"\s*(?:\(\d+\))?\s*[↑↓]?\s*[×%]?\s*$", text)  # noqa: E731
-    aggregate = quote.aggregate
-    if aggregate in ("value", "mean", "std", "min", "max", "count"):
-        match = tail(f"({NUMBER})")
-        if aggregate == "value" and len(values) != 1:
-            return f"{len(values)} rows of {quote.csv} match {quote.filters}, not one"
-        want = {"value": values[0], "mean": statistics.mean(values), "min": min(values), "max": max(values),
-                "count": len(values), "std": statistics.stdev(values) if len(values) > 1 else math.nan}[aggregate]
-        got = [match.group(1)] if match else None
-        wants = [want]
-    elif aggregate == "mean±std":
-        match = tail(f"({NUMBER})\\s*±\\s*({NUMBER})")
-        got, wants = ([match.group(1), match.group(2)] if match else None), [statistics.mean(values),
-                                                                             statistics.stdev(values)]
-    elif aggregate == "range":
-        match = tail(f"({NUMBER})\\s*[–-]\\s*({NUMBER})")
-        got, wants = ([match.group(1), match.group(2)] if match else None), [min(values), max(values)]
-    else:  # values
-        match = tail(f"({NUMBER}(?:\\s*,\\s*{NUMBER})*)")
-        got = [v.strip() for v in match.group(1).split(",")] if match else None
-        wants = values
-    if got is None:
-        return f"no number in the {aggregate} form at the end of {text!r}"
+    if quote.aggregate == "value" and len(values) != 1:
+        return f"{len(values)} rows of {quote.csv} match {quote.filters}, not one"
+    forms = {"mean±std": f"({NUMBER})\\s*±\\s*({NUMBER})", "range": f"({NUMBER})\\s*[–-]\\s*({NUMBER})",
+             "values": f"({NUMBER}(?:\\s*,\\s*{NUMBER})*)"}
+    match = re.search(forms.get(quote.aggregate, f"({NUMBER})") + r"\s*(?:\(\d+\))?\s*[↑↓]?\s*[×%]?\s*$", text)
+    if match is None:
+        return f"no number in the {quote.aggregate} form at the end of {text!r}"
+    got = ([v.strip() for v in match.group(1).split(",")] if quote.aggregate == "values" else
+           [g for g in match.groups() if g is not None])
+    wants = wanted(quote.aggregate, values)
     if len(got) != len(wants) or not all(_close(g, w) for g, w in zip(got, wants)):
         shown = ", ".join(f"{w:.6g}" for w in wants)
-        return f"quoted {', '.join(got)}; {quote.csv} {quote.filters} {quote.column} {aggregate} gives {shown}"
+        return f"quoted {', '.join(got)}; {quote.csv} {quote.filters} {quote.column} {quote.aggregate} gives {shown}"
     return None

@@ -13,7 +13,7 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from lit_seg.train.fault_tolerance import AtomicCheckpointIO
+from lit_seg.train.fault_tolerance import AtomicCheckpointIO, SaveOnInterrupt
 
 
 class SignalAtStep(pl.Callback):
@@ -77,3 +77,22 @@ class SleepAtStep(pl.Callback):
                            batch_idx: int) -> None:
         if self.step and trainer.global_step == self.step:
             time.sleep(self.seconds)
+
+
+class SleepUntilSignal(pl.Callback):
+    """After the ``step``-th optimiser step, waits (up to ``max_seconds``) until the run's
+    SaveOnInterrupt has noted a signal: a test's scheduler signal then always lands in the middle of
+    training, however early or late the scheduler sends it."""
+
+    def __init__(self, step: int, max_seconds: float = 300.0) -> None:
+        self.step = step
+        self.max_seconds = max_seconds
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if trainer.global_step != self.step:
+            return
+        savers = [cb for cb in trainer.callbacks if isinstance(cb, SaveOnInterrupt)]
+        deadline = time.monotonic() + self.max_seconds
+        while time.monotonic() < deadline and not any(cb.signal or cb.stopped_by for cb in savers):
+            time.sleep(0.2)

@@ -33,6 +33,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_seg.api.config import expand_argv
+from lit_seg.api.console import quiet
 from lit_seg.api.environment import process_rank
 from lit_seg.api.parser import SUBCOMMANDS, ConfigOnlyCLI, LitSegCLI
 from lit_seg.api.records import RunRecord, read_record
@@ -73,6 +74,7 @@ def run(argv: Sequence[str], run_dir: str | Path | None = None, epilog: str = ""
     ``run_dir`` named it.
     """
     argv = [str(a) for a in argv]
+    quiet()
     if argv[:1] and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         raise ConfigError(f"unknown subcommand {argv[0]!r}: choose one of {', '.join(SUBCOMMANDS)}")
     if argv[:1] != ["fit"] and any(a == "--resume" or a.startswith("--resume=") for a in argv):
@@ -94,9 +96,11 @@ def run(argv: Sequence[str], run_dir: str | Path | None = None, epilog: str = ""
         _finish_wandb()
         folder.end_record("interrupted", "stopped at once by Ctrl-C")
         raise
-    except SystemExit:  # Lightning ends a run stopped by Ctrl-C with sys.exit(1); --help exits 0
-        if folder.record is not None:
-            folder.end_record("interrupted", "stopped by Ctrl-C")
+    except SystemExit:  # Lightning ends a run stopped by Ctrl-C with sys.exit(1), submitit a requeued job
+        if folder.record is not None:  # (--help exits 0 before there is a record)
+            signum = folder.stopped_by
+            folder.end_record("interrupted", f"stopped by {signal.Signals(signum).name}" if signum else
+                              "stopped by Ctrl-C")
         raise
     except BaseException as err:
         folder.end_record("failed", _error_line(err))
@@ -176,6 +180,7 @@ def predict(model: str | Path, *configs: str | Path, overrides: Overrides = ()) 
 def compose(*configs: str | Path, overrides: Overrides = ()) -> Composition:
     """The module, data module and trainer a configuration builds, without running anything and
     without a run folder: no loggers, checkpoints or callbacks (a tool's view of an experiment)."""
+    quiet()
     cli = LitSegCLI(args=_tool_args(configs, overrides), run=False)
     config = json.loads(json.dumps(cli.config.as_dict(), default=str))
     return Composition(cli.model, cli.datamodule, cli.trainer, config)

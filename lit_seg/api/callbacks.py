@@ -26,7 +26,7 @@ from lit_seg.inference.visualize import (
     prediction_overlay,
     same_size,
 )
-from lit_seg.train.fault_tolerance import LastCheckpoint
+from lit_seg.train.fault_tolerance import LastCheckpoint, ResilientWandbLogger
 from lit_seg.train.fault_tolerance import run_folder as _run_folder
 from lit_seg.train.flops import count_flops
 from lit_seg.train.metrics import confusion_figure
@@ -208,9 +208,11 @@ class RunSummary(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 # The best val/mIoU is W&B's own summary (define_metric, "val/mIoU.max").
-                logger.experiment.summary.update(
-                    {"params": summary["params"], "head_params": summary["head_params"],
-                     "head_gflops": summary["head_gflops"], "query_dependence": summary["query_dependence"]})
+                values = {key: summary[key] for key in ("params", "head_params", "head_gflops", "query_dependence")}
+                if isinstance(logger, ResilientWandbLogger):
+                    logger.update_summary(values)
+                else:  # Lightning's own, named in a config of the user's
+                    logger.experiment.summary.update(values)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get("val/mIoU")

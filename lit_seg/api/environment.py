@@ -51,7 +51,6 @@ def cpu_summary() -> str:
             f"{os.cpu_count()} logical CPUs")
 
 
-@lru_cache(maxsize=1)
 def device_description(accelerator: str | None = None) -> dict:
     """The device a run computes on: for CUDA the GPUs' name and count, else the CPU's model, the
     instruction set PyTorch dispatches to, whether it has bf16 arithmetic, and its cores."""
@@ -59,7 +58,7 @@ def device_description(accelerator: str | None = None) -> dict:
 
     if accelerator in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
         return {"type": "cuda", "name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
-                "bf16": bool(torch.cuda.is_bf16_supported())}
+                "bf16": bool(torch.cuda.is_bf16_supported(including_emulation=False))}
     return {"type": "cpu", "name": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
             "bf16": cpu_has_bf16(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 

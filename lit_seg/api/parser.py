@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import yaml
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_seg.api.run_folder import RunFolder
 from lit_seg.errors import ConfigError
@@ -25,6 +26,7 @@ from lit_seg.inference.predict import SegmentationWriter
 from lit_seg.train.checkpoints import check_checkpoint_fits, read_checkpoint
 from lit_seg.train.fault_tolerance import run_folder
 from lit_seg.train.module import SegmentationModule
+from lit_seg.train.precision import AUTO, resolve_precision
 from lit_seg.train.trainer import Trainer
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -132,8 +134,13 @@ class LitSegCLI(LightningCLI):
             parser.add_lightning_class_args(SegmentationWriter, "writer")
 
     def before_instantiate_classes(self) -> None:
-        """The run's folder (:meth:`RunFolder.assign`) and the config saved into it."""
+        """``precision: auto`` resolved (so that config.yaml, the record and a resume hold the
+        precision this machine chose), the run's folder (:meth:`RunFolder.assign`) and the config
+        saved into it."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.get("precision") == AUTO:
+            config.trainer.precision, reason = resolve_precision(config.trainer.get("accelerator"))
+            rank_zero_info(f"lit-seg: precision auto: {config.trainer.precision}, since {reason}")
         loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else []
         if not self.subcommand and not any(lg.class_path.endswith("CSVLogger") for lg in loggers):
             return

@@ -45,6 +45,7 @@ Launchers (one code path for the run itself, :func:`execute`):
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -71,6 +72,7 @@ from lit_seg.api.records import RECORD_NAME, RunRecord, end_part, is_stale, read
 from lit_seg.api.run_folder import RUNS_DIR, new_run_id, version
 from lit_seg.errors import ConfigError, RunError, RunInterrupted, one_line
 from lit_seg.study import columns as columns_
+from lit_seg.train.fault_tolerance import SCHEDULER_SIGNALS
 
 # Relative to the working directory, as the run folders (runs/): run from the repository root.
 EXPERIMENTS = Path("experiments")
@@ -128,32 +130,35 @@ def plan_runs(experiments: Sequence[Path], tasks: Sequence[Path | None], seeds: 
     return [(e, t, s) for s in seeds for t in tasks for e in experiments]
 
 
+# An ablation file's keys and their defaults: what `lit-seg ablate` runs without a file too.
+ABLATION_DEFAULTS = {"name": None, "description": "", "experiments": [], "seeds": [0, 1, 2], "mixed_seeds": [],
+                     "overrides": [], "tasks": [], "launcher": "local", "slurm": {}}
+
+
 def load_ablation(path: Path) -> dict:
     """An ablation file: ``experiments`` (required), ``seeds`` (default [0, 1, 2]), ``mixed_seeds``
     (run too where the seeds disagree: :func:`mixed_cells`), ``overrides``, ``tasks``, ``launcher``
-    (``local``), ``slurm`` (settings of :data:`SLURM_SETTINGS`)."""
+    (``local``), ``slurm`` (settings of :data:`SLURM_SETTINGS`); :data:`ABLATION_DEFAULTS`."""
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read ablation file {path}: {err}".replace("\n", " ")) from err
-    unknown = set(spec) - {"description", "experiments", "seeds", "overrides", "name", "tasks", "launcher", "slurm",
-                           "mixed_seeds"}
+    unknown = set(spec) - set(ABLATION_DEFAULTS)
     if unknown or not spec.get("experiments"):
+        optional = ", ".join(f"`{key}:`" for key in ABLATION_DEFAULTS if key != "experiments")
         raise ConfigError(f"ablation file {path}: needs `experiments:` (names or globs under experiments/) and may "
-                          f"set `seeds:`, `mixed_seeds:`, `overrides:`, `tasks:`, `launcher:`, `slurm:`, "
-                          f"`description:`; unknown keys: {sorted(unknown) or 'none'}")
-    slurm = spec.get("slurm") or {}
+                          f"set {optional}; unknown keys: {sorted(unknown) or 'none'}")
+    spec = {**ABLATION_DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    slurm = spec["slurm"]
     if not isinstance(slurm, dict) or set(slurm) - set(SLURM_SETTINGS):
         raise ConfigError(f"ablation file {path}: `slurm:` takes {', '.join(SLURM_SETTINGS)}; got "
                           f"{sorted(slurm) if isinstance(slurm, dict) else slurm!r}")
-    launcher = spec.get("launcher", "local")
-    if launcher not in LAUNCHERS:
-        raise ConfigError(f"ablation file {path}: launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
-    return {"name": spec.get("name", path.stem), "description": spec.get("description", ""),
-            "experiments": list(spec["experiments"]), "seeds": [int(s) for s in spec.get("seeds", [0, 1, 2])],
-            "overrides": [str(o) for o in spec.get("overrides", [])],
-            "tasks": [str(t) for t in spec.get("tasks") or []], "launcher": launcher, "slurm": slurm,
-            "mixed_seeds": [int(s) for s in spec.get("mixed_seeds") or []]}
+    if spec["launcher"] not in LAUNCHERS:
+        raise ConfigError(f"ablation file {path}: launcher must be one of {', '.join(LAUNCHERS)}, got "
+                          f"{spec['launcher']!r}")
+    return {**spec, "name": spec["name"] or path.stem, "experiments": list(spec["experiments"]),
+            "seeds": [int(s) for s in spec["seeds"]], "mixed_seeds": [int(s) for s in spec["mixed_seeds"]],
+            "overrides": [str(o) for o in spec["overrides"]], "tasks": [str(t) for t in spec["tasks"]]}
 
 
 def describe_head(experiment: Path) -> dict:
@@ -287,6 +292,9 @@ def execute(cell: Cell, rerun_stale: bool = False) -> dict:
         try:
             run_lock.acquire(slot, what="run")
         except run_lock.RunFolderInUse as err:
+            note = _decision_note(cell)
+            if note is not None:  # this job's other processes wait for the decision: there is none to make
+                _write_note(note, {"action": "held", "error": str(err)})
             return {"status": "held", "error": str(err), "run_folder": None}
     try:
         with _log_to(slot / f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"):
@@ -299,8 +307,7 @@ def _decide(cell: Cell, rerun_stale: bool) -> dict:
     """What this attempt does: ``{"action": "done" | "resume" | "new", "folder": ...}``. Rank zero
     decides (under the slot's lock) and writes it down for this job's other processes (DDP inside
     a SLURM job: one process per GPU, each running this function), which read it."""
-    job = os.environ.get("SLURM_JOB_ID")
-    note = cell.slot / f".decision-{job}-{os.environ.get('SLURM_RESTART_COUNT', '0')}.json" if job else None
+    note = _decision_note(cell)
     if process_rank() and note is not None:
         deadline = time.monotonic() + 600
         while not note.is_file():
@@ -318,12 +325,27 @@ def _decide(cell: Cell, rerun_stale: bool) -> dict:
     else:
         decision = {"action": "new", "folder": str(cell.slot / version(new_run_id()))}
     if note is not None:
-        note.write_text(json.dumps(decision))
+        _write_note(note, decision)
     return decision
+
+
+def _decision_note(cell: Cell) -> Path | None:
+    """Where rank zero of this SLURM job (and this requeue of it) writes its decision; None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return cell.slot / f".decision-{job}-{os.environ.get('SLURM_RESTART_COUNT', '0')}.json" if job else None
+
+
+def _write_note(path: Path, decision: dict) -> None:
+    """Written whole (renamed into place): a rank polling for it never reads half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(decision))
+    os.replace(tmp, path)
 
 
 def _execute(cell: Cell, rerun_stale: bool) -> dict:
     decision = _decide(cell, rerun_stale)
+    if decision["action"] == "held":  # rank zero found the slot held by another process
+        return {"status": "held", "error": decision.get("error"), "run_folder": None}
     if decision["action"] == "done":
         return {"status": "finished", "run_folder": decision["folder"], "error": None}
     identity = {"ablation": cell.ablation, "experiment": cell.experiment.stem, "task": cell.task_name,
@@ -364,10 +386,10 @@ def _record_failure(folder: Path, cell: Cell, identity: dict, error: str) -> Non
 
 
 def _hand_over(signum: int | None) -> None:
-    """A run stopped by a scheduler's warning signal (SIGUSR1, SIGUSR2) has saved its checkpoint;
-    the signal goes on to whatever handles it in this process: submitit's, in a SLURM job, which
-    requeues the job (it then resumes from that checkpoint)."""
-    if signum in (signal.SIGUSR1, signal.SIGUSR2) and callable(signal.getsignal(signum)):
+    """A run stopped by a scheduler's warning signal (:data:`SCHEDULER_SIGNALS`) has saved its
+    checkpoint; the signal goes on to whatever handles it in this process: submitit's, in a SLURM
+    job, which requeues the job (it then resumes from that checkpoint)."""
+    if signum in SCHEDULER_SIGNALS and callable(signal.getsignal(signum)):
         signal.raise_signal(signum)
 
 
@@ -855,9 +877,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        spec = load_ablation(args.ablation) if args.ablation else {
-            "name": None, "experiments": [], "seeds": [0, 1, 2], "overrides": [], "description": "", "tasks": [],
-            "launcher": "local", "slurm": {}, "mixed_seeds": []}
+        spec = load_ablation(args.ablation) if args.ablation else copy.deepcopy(ABLATION_DEFAULTS)
         name = args.name or spec["name"]
         if not name:
             raise ConfigError("name the ablation: --name <name> (results/<name>.csv, W&B group)")
@@ -950,8 +970,10 @@ def mixed_seed_cells(results: Path, cells: Sequence[Cell], seeds: Sequence[int])
     learn the task, some do not (:func:`lit_seg.study.analysis.mixed_cells`)."""
     from lit_seg.study import analysis
 
-    runs = analysis.load_csv(results)
-    if not analysis.has_tasks(runs):
+    if not cells:
+        return []
+    runs = analysis.load_csv(results, overrides=cells[0].overrides_text)  # this call's runs, no other set's
+    if runs.empty or not analysis.has_tasks(runs):
         return []
     mixed = set(analysis.mixed_cells(analysis.capacity_profile(runs)))
     first = {}

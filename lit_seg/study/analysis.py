@@ -87,17 +87,21 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     return df[COLUMNS[:split] + iou + COLUMNS[split:] + extra].reset_index(drop=True)
 
 
+def main_overrides(df: pd.DataFrame) -> str:
+    """The set of overrides most of ``df``'s runs were made under (the first of equals)."""
+    overrides = df["overrides"].fillna("")
+    counts = overrides.value_counts()
+    return max(dict.fromkeys(overrides), key=lambda s: counts[s]) if len(overrides) else ""
+
+
 def _label_other_overrides(df: pd.DataFrame) -> None:
     """Runs made under other overrides than most (one ablation called twice with different ones)
     are other experiments: ``fcn`` becomes ``fcn [--trainer.max_epochs=6]``, so that no mean mixes
     the two. The most common set (the first of equals) keeps the plain names."""
     overrides = df["overrides"].fillna("")
-    sets = list(dict.fromkeys(overrides))
-    if len(sets) < 2:
+    if overrides.nunique() < 2:
         return
-    counts = overrides.value_counts()
-    main = max(sets, key=lambda s: counts[s])
-    other = overrides != main
+    other = overrides != main_overrides(df)
     df.loc[other, "experiment"] = [f"{e} [{o or 'no overrides'}]" for e, o in zip(df.loc[other, "experiment"],
                                                                                    overrides[other])]
 
@@ -110,8 +114,9 @@ def _recurrence(experiment: Any, head_options: Any) -> Any:
     return pd.NA
 
 
-def load_csv(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
-    """The runs in one or several ``results/<ablation>.csv`` files (paths or glob patterns)."""
+def load_csv(paths: str | Path | Sequence[str | Path], overrides: str | None = None) -> pd.DataFrame:
+    """The runs in one or several ``results/<ablation>.csv`` files (paths or glob patterns); with
+    ``overrides``, only those made under that set (the CSV's ``overrides`` text)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files: list[str] = []
@@ -123,7 +128,10 @@ def load_csv(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
                 f"RESULTS_CSV at one")
         files += matches
     frames = [pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]) for f in files]
-    return normalize(pd.concat(frames, ignore_index=True))
+    runs = pd.concat(frames, ignore_index=True)
+    if overrides is not None:
+        runs = runs[runs.get("overrides", pd.Series("", index=runs.index)).fillna("") == overrides]
+    return normalize(runs)
 
 
 def load_wandb(api: Any, path: str, group: str, runs_root: str | Path | None = None) -> pd.DataFrame:
@@ -466,20 +474,30 @@ _MARKS = {1.0: " ↑", -1.0: " ↓"}
 # learn* a task when any of its seeds does, and learns it *reliably* when at least RELIABLE of them do.
 RELIABLE = 0.8
 LEARNT_RULE = ("a run learns a task when its final val/mIoU is at least half-way from the task's chance level "
-               "(FCN's median: it cannot see the cue) to its oracle (the best median of any head); a head can learn a "
-               f"task when any seed does, and learns it reliably when at least {RELIABLE:.0%} of its seeds do")
+               "(FCN's median: it cannot see the cue) to its oracle (the best median of any head), where that half-way "
+               "point is more than two of FCN's standard deviations above chance; a head can learn a task when any "
+               f"seed does, and learns it reliably when at least {RELIABLE:.0%} of its seeds do")
 
 
 def learning_thresholds(df: pd.DataFrame, metric: str = PROFILE_METRIC, baseline: str = "fcn") -> pd.DataFrame:
     """Per task (index): ``chance`` (the baseline's median ``metric``), ``oracle`` (the best median of
-    any experiment) and ``threshold``, half-way between them. NaN without the baseline on a task."""
+    any experiment) and ``threshold``, half-way between them, over the runs of the main set of
+    overrides (:func:`main_overrides`). NaN without the baseline on a task, and where the threshold
+    is not more than two of the baseline's standard deviations above chance (the project's rule,
+    :func:`differs`): then no head learnt the task clearly, and a seed above the threshold could be
+    the baseline's own noise."""
+    df = df[df["overrides"].fillna("") == main_overrides(df)] if len(df) else df
     rows = []
     for task in tasks(df):
         done = finished(df[df["task"] == task], metric)
         medians = done.groupby("experiment")[metric].median()
         chance = medians.get(baseline, math.nan)
         oracle = medians.max() if len(medians) else math.nan
-        rows.append({"task": task, "chance": chance, "oracle": oracle, "threshold": (chance + oracle) / 2})
+        threshold = (chance + oracle) / 2
+        spread = done[done["experiment"] == baseline][metric].astype(float).std()
+        if pd.isna(spread) or not threshold - chance > 2 * spread:
+            threshold = math.nan
+        rows.append({"task": task, "chance": chance, "oracle": oracle, "threshold": threshold})
     return pd.DataFrame(rows, columns=["task", "chance", "oracle", "threshold"]).set_index("task")
 
 
@@ -512,6 +530,15 @@ def mixed_cells(profile: pd.DataFrame) -> list[tuple[str, str]]:
     return [key for key, row in profile.iterrows() if row["can_learn"] and row["fraction"] < 1]
 
 
+def capacity_marks(row: pd.Series) -> tuple[str, str, str]:
+    """A :func:`capacity_profile` cell's marks: `` k/n`` seeds that learn the task, `` ✓`` (reliably)
+    or `` ~`` (some seeds), `` ↑`` / `` ↓`` (its mean against the baseline's, by the rule); each ""
+    where it does not apply."""
+    learnt = "" if pd.isna(row["learnt"]) else f" {int(row['learnt'])}/{len(row['values'])}"
+    mark = " ✓" if row["reliable"] else " ~" if row["can_learn"] else ""
+    return learnt, mark, _MARKS.get(row["vs_baseline"], "")
+
+
 def format_capacity(profile: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """:func:`capacity_profile` for reading: experiments x tasks, ``median [per-seed values] k/n``,
     with ``✓`` where the head learns the task reliably, ``~`` where some seeds do, and ``↑`` / ``↓``
@@ -522,9 +549,8 @@ def format_capacity(profile: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             cells[key] = "–"
             continue
         values = " ".join(f"{v:.{digits}f}" for v in row["values"])
-        mark = " ✓" if row["reliable"] else " ~" if row["can_learn"] else ""
-        learnt = "" if pd.isna(row["learnt"]) else f" {int(row['learnt'])}/{len(row['values'])}"
-        cells[key] = f"{row['median']:.{digits}f} [{values}]{learnt}{mark}{_MARKS.get(row['vs_baseline'], '')}"
+        learnt, mark, arrow = capacity_marks(row)
+        cells[key] = f"{row['median']:.{digits}f} [{values}]{learnt}{mark}{arrow}"
     return _by_task(profile, cells)
 
 

@@ -149,10 +149,8 @@ def _plot_tasks(runs: pd.DataFrame, name: str, out: Path) -> None:
         if not row["values"]:
             continue
         i, j = experiments.index(experiment), names.index(task)
-        mark = "✓" if row["reliable"] else "~" if row["can_learn"] else ""
-        arrow = {1.0: " ↑", -1.0: " ↓"}.get(row["vs_baseline"], "")
-        learnt = "" if pd.isna(row["learnt"]) else f"  {int(row['learnt'])}/{len(row['values'])} {mark}"
-        text = f"{row['median']:.2f}{arrow}{learnt}\n" + " ".join(f"{v:.2f}" for v in row["values"])
+        learnt, mark, arrow = analysis.capacity_marks(row)
+        text = f"{row['median']:.2f}{arrow}{learnt}{mark}\n" + " ".join(f"{v:.2f}" for v in row["values"])
         light = medians[i, j] < (np.nanmin(medians) + np.nanmax(medians)) / 2
         ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
     ax.set_xticks(range(len(names)), [t or "(no task)" for t in names])

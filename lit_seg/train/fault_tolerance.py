@@ -43,14 +43,18 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_seg.errors import ConfigError, RunError
 
 RESUME_HINT = "lit-seg fit --resume {run}"
+# A scheduler's warning before a time limit or preemption: submitit asks SLURM for SIGUSR2
+# (Lightning's own SLURM requeue listens on SIGUSR1, which submitit never asks for).
+SCHEDULER_SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR2", None),) if s is not None)
 
 
 class CheckpointWriteError(RunError):
@@ -154,9 +158,12 @@ def _fsync_dir(folder: Path) -> None:
 class SaveOnInterrupt(pl.Callback):
     """Ctrl-C or SIGTERM during ``fit``: finish the current batch, write ``last.ckpt``, stop.
 
-    SIGUSR2 too, where a handler for it is installed when training starts (submitit's, in a SLURM
-    job: the scheduler's warning before a time limit or preemption); that handler is restored when
-    the fit ends, for the caller to pass the signal on to once the checkpoint is written.
+    A scheduler's warning (:data:`SCHEDULER_SIGNALS`) too, where a handler for it is installed when
+    training starts (submitit's, in a SLURM job, before a time limit or preemption): that handler is
+    restored when the fit ends, for the caller to pass the signal on to once the checkpoint is
+    written (:func:`lit_seg.study.ablate.execute`); it stays the reason the run stopped if SIGTERM
+    follows. A warning that comes during validation is passed on at once instead (a validation may
+    outlast the warning's lead time): the job is requeued from the last checkpoint.
 
     Lightning handles SIGTERM itself: its handler (installed when ``fit`` starts) raises the flag
     behind ``trainer.received_sigterm``, and the training loop stops with ``SIGTERMException`` once
@@ -176,6 +183,7 @@ class SaveOnInterrupt(pl.Callback):
     def __init__(self) -> None:
         self.signal: int | None = None
         self.stopped_by: int | None = None  # the signal that stopped the fit; the CLI exits with 128 + it
+        self._trainer: pl.Trainer | None = None
         self._previous: dict[int, Any] = {}
         self._handed_over = False
         self._say = True
@@ -186,20 +194,21 @@ class SaveOnInterrupt(pl.Callback):
         self.signal = self.stopped_by = None
         self._handed_over = False
         self._say = trainer.is_global_zero
-        signals = [signal.SIGINT, signal.SIGTERM]
-        # A scheduler's warning before a time limit or preemption (submitit asks SLURM for SIGUSR2):
-        # taken only where something handles it, and handed back to that (lit_seg.study.ablate)
-        # once the checkpoint is written, so that it requeues a job that can resume.
-        usr2 = getattr(signal, "SIGUSR2", None)
-        if usr2 is not None and callable(signal.getsignal(usr2)):
-            signals.append(usr2)
+        self._trainer = trainer
+        signals = [signal.SIGINT, signal.SIGTERM, *(s for s in SCHEDULER_SIGNALS if callable(signal.getsignal(s)))]
         self._previous = {s: signal.getsignal(s) for s in signals}
         for signum in self._previous:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and self.signal is not None:
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        if signum in SCHEDULER_SIGNALS and self._trainer is not None and self._trainer.validating:
+            self.stopped_by = signum
+            self._previous[signum](signum, frame)  # the scheduler's handler now: requeue from the last checkpoint
+            return
+        if self.signal in SCHEDULER_SIGNALS:
+            return  # stopping for the scheduler already; that stays the reason
         if self.signal is None and self._say:
             again = " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else ""
             print(f"\nlit-seg: {signal.Signals(signum).name} received: stopping after this batch and saving a "
@@ -384,6 +393,53 @@ def _batch_cause(batch: Any, ignore_index: int) -> str | None:
                 f"for such a batch (lit_seg.train.losses.CrossEntropy does) or find those images with "
                 f"lit-seg check-data")
     return None
+
+
+class ResilientWandbLogger(LightningWandbLogger):
+    """Lightning's :class:`~lightning.pytorch.loggers.WandbLogger`, whose failure never stops a run.
+
+    W&B logs through a service process of its own. A scheduler that stops a job signals every
+    process of it (``scancel``, preemption: SIGTERM; submitit's time-limit warning: SIGUSR2), the
+    service included, which ends at once; the next value logged would then raise
+    ``ConnectionResetError`` in the training loop and fail the run before it could save its
+    checkpoint. Here the first such error turns W&B logging off for the rest of the run, in one
+    warning line, and the run goes on (``metrics.csv`` and ``summary.json`` have every value).
+    """
+
+    _dead = False
+
+    def _guarded(self, call, *args: Any, **kwargs: Any) -> Any:
+        if self._dead:
+            return None
+        try:
+            return call(*args, **kwargs)
+        except ConnectionError as err:
+            self._dead = True
+            rank_zero_warn(f"W&B stopped answering ({type(err).__name__}: its service process ended, e.g. on a "
+                           f"scheduler's signal): no more W&B logging in this run; metrics.csv has every value")
+            return None
+
+    def log_hyperparams(self, params: Any) -> None:
+        self._guarded(super().log_hyperparams, params)
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self._guarded(super().log_metrics, metrics, step)
+
+    def log_table(self, *args: Any, **kwargs: Any) -> None:
+        self._guarded(super().log_table, *args, **kwargs)
+
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        self._guarded(super().log_image, *args, **kwargs)
+
+    def update_summary(self, values: dict) -> None:
+        """The W&B run summary updated with ``values`` (guarded as the logging is)."""
+        self._guarded(lambda: self.experiment.summary.update(values))
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        self._guarded(super().after_save_checkpoint, checkpoint_callback)
+
+    def finalize(self, status: str) -> None:
+        self._guarded(super().finalize, status)
 
 
 class ResumableCSVLogger(Logger):

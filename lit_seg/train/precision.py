@@ -12,6 +12,8 @@ from functools import lru_cache
 import torch
 
 AUTO = "auto"
+# The CPU flags of bf16 arithmetic (lscpu's names): AVX-512 BF16, AMX's bf16 tiles.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 @lru_cache(maxsize=1)
@@ -29,17 +31,18 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return bool(BF16_FLAGS & cpu_flags())
 
 
 def resolve_precision(accelerator: str | None = "auto") -> tuple[str, str]:
     """``precision: auto`` for ``accelerator``: (``bf16-mixed`` or ``32-true``, the reason in words)."""
     accelerator = str(accelerator or "auto").lower()
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
+        # Not counting emulation: a pre-Ampere GPU (V100, T4) runs bf16 emulated, slower than fp32.
+        if torch.cuda.is_bf16_supported(including_emulation=False):
             return "bf16-mixed", f"the GPU ({torch.cuda.get_device_name(0)}) computes in bf16"
         return "32-true", f"the GPU ({torch.cuda.get_device_name(0)}) has no bf16 arithmetic"
-    flags = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    flags = sorted(BF16_FLAGS & cpu_flags())
     if flags:
         return "bf16-mixed", f"the CPU computes in bf16 ({', '.join(flags)})"
     return "32-true", "the CPU has no bf16 arithmetic (no AVX-512 BF16 or AMX): bf16 would be emulated, slower"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from lit_seg import api
@@ -119,3 +120,18 @@ def test_compose_builds_what_the_command_line_builds_without_a_run_folder(tmp_pa
     assert parts.module.model.head.recurrence == 3 and parts.datamodule.hparams["task"] == "binding"
     assert parts.config["model"]["head"]["class_path"] == "lit_seg.models.heads.CCHead"
     assert parts.config["experiment"] == "ccnet_r2" and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_precision_auto_is_resolved_into_the_saved_config_and_the_record(tmp_path, monkeypatch):
+    """A resume (or a requeued job on another node) reads config.yaml: it must hold the precision
+    this machine chose, not `auto` to be chosen again."""
+    from lit_seg.train.precision import resolve_precision
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    record = api.fit(EXPERIMENTS / "fcn.yaml", overrides=[*TINY_FIT, "--trainer.max_epochs=1",
+                                                          "--trainer.precision=auto"])
+    chosen = resolve_precision("auto")[0]
+    saved = yaml.safe_load((Path(record.run_folder) / "config.yaml").read_text())
+    assert saved["trainer"]["precision"] == chosen and record.precision == chosen

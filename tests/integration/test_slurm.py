@@ -97,8 +97,9 @@ def test_a_job_array_gives_one_finished_row_per_run_bit_identical_to_the_local_l
 def test_a_cancelled_job_is_resumed_by_the_next_call(tmp_path):
     plan = ["--name", "cancelled", "--experiments", "fcn", "--seeds", "0", "--no-cost", "--output_dir",
             str(tmp_path)]
-    # Two epochs of 3 steps: the first validation writes last.ckpt at step 3, then step 4 sleeps.
-    slow = [*TINY_FIT, hook("SleepAtStep", step=4, seconds=60)]
+    # Two epochs of 3 steps: the first validation writes last.ckpt at step 3; after step 4 the run
+    # waits for a signal (scancel's SIGTERM), so the cancellation lands in the middle of training.
+    slow = [*TINY_FIT, hook("SleepUntilSignal", step=4)]
     submitted = ablate(*plan, *SLURM, "--no-wait", "--", *slow, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     slot = Cell("cancelled", EXPERIMENTS / "fcn.yaml", None, 0, tuple(slow), tmp_path / "runs").slot
@@ -111,7 +112,8 @@ def test_a_cancelled_job_is_resumed_by_the_next_call(tmp_path):
                                                               capture_output=True, text=True).stdout,
              120, "the cancelled job to leave the queue")
     (folder,) = [p for p in slot.iterdir() if p.is_dir()]
-    assert read_record(folder).status in ("interrupted", "running")  # SIGTERM saved it, or the kill came first
+    cut = read_record(folder)
+    assert (cut.status, cut.error) == ("interrupted", "stopped by SIGTERM")  # saved within SLURM's grace period
     again = ablate(*plan, *SLURM, "--", *slow, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     (row,) = rows(tmp_path / "cancelled.csv")
@@ -122,10 +124,11 @@ def test_a_cancelled_job_is_resumed_by_the_next_call(tmp_path):
 
 def test_a_job_that_reaches_its_time_limit_is_requeued_and_finishes(tmp_path):
     plan = ["--name", "limit", "--experiments", "fcn", "--seeds", "0", "--no-cost", "--output_dir", str(tmp_path)]
-    # A one-minute limit, warned (SIGUSR2) 30 s before it: the warning comes while the run sleeps
-    # 45 s after its first step; the requeued job resumes from the checkpoint saved at that step.
-    long = [*TINY, hook("SleepAtStep", step=1, seconds=45)]
-    done = ablate(*plan, "--launcher", "slurm", "--cpus-per-task", "1", "--mem-gb", "4", "--timeout-min", "1",
+    # A two-minute limit, warned (SIGUSR2) 30 s before it, or up to a minute earlier (SLURM's own
+    # latitude): after its first step the run waits for the warning, which so always comes in the
+    # middle of training; the requeued job resumes from the checkpoint saved then.
+    long = [*TINY, hook("SleepUntilSignal", step=1)]
+    done = ablate(*plan, "--launcher", "slurm", "--cpus-per-task", "1", "--mem-gb", "4", "--timeout-min", "2",
                   "--signal-delay-s", "30", "--", *long, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (row,) = rows(tmp_path / "limit.csv")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
 from lit_seg.api.config import expand_argv
@@ -163,7 +164,7 @@ def _wandb_logger_args(tmp_path, monkeypatch, mode: str, *extra: str) -> dict:
     monkeypatch.setenv("WANDB_MODE", mode)
     argv = expand_argv(["--config", str(EXPERIMENTS / "fcn.yaml"), "--data.init_args.num_workers", "0", *extra])
     cli = LitSegCLI(args=argv, run=False)
-    (logger,) = [lg for lg in cli.trainer.loggers if type(lg).__name__ == "WandbLogger"]
+    (logger,) = [lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)]
     return {"log_model": logger._log_model, "group": logger._wandb_init.get("group"), "id": logger._id}
 
 

@@ -185,3 +185,39 @@ def test_more_seeds_go_exactly_to_the_cells_whose_seeds_disagree(tmp_path):
     more = ablate.mixed_seed_cells(tmp_path / "study.csv", cells, [3, 4])
     assert [(c.experiment.stem, c.task_name, c.seed) for c in more] == [("gc", "reach", 3), ("gc", "reach", 4)]
     assert more[0].overrides == cells[0].overrides and more[0].runs_root == cells[0].runs_root
+
+
+def test_more_seeds_are_decided_on_the_calls_own_overrides(tmp_path):
+    """The same ablation called with other overrides: the seeds of that set alone decide which cells
+    disagree, whichever set has more rows in the results file."""
+    root = experiments_dir(tmp_path / "experiments")
+    (root / "gc.yaml").write_text("_base_: base.yaml\n")
+    mine = {"fcn": [0.34, 0.35, 0.36], "ccnet_r2": [0.89, 0.90, 0.91], "gc": [0.36, 0.37, 0.88]}  # gc mixed
+    other = {name: [0.35, 0.36, 0.37] for name in ("fcn", "ccnet_r2", "gc", "psp", "aspp")}  # more rows, all chance
+    rows = [{"ablation": "study", "experiment": experiment, "task": "reach", "seed": seed, "status": "finished",
+             "overrides": overrides, "val_mIoU_final": value, "val_mIoU_best": value}
+            for overrides, values in (("--trainer.max_epochs=1", mine), ("", other))
+            for experiment, seeds in values.items() for seed, value in enumerate(seeds)]
+    write_csv(tmp_path / "study.csv", rows)
+    cells = [ablate.Cell("study", root / f"{experiment}.yaml", root / "tasks" / "reach.yaml", seed,
+                         ("--trainer.max_epochs=1",)) for experiment in mine for seed in (0, 1, 2)]
+    more = ablate.mixed_seed_cells(tmp_path / "study.csv", cells, [3, 4])
+    assert [(c.experiment.stem, c.seed, c.overrides) for c in more] == [
+        ("gc", 3, ("--trainer.max_epochs=1",)), ("gc", 4, ("--trainer.max_epochs=1",))]
+
+
+def test_the_ranks_of_a_slurm_job_follow_rank_zeros_decision(tmp_path, monkeypatch):
+    """DDP inside a SLURM job: rank zero decides (here: a new run folder) and writes it down, whole;
+    rank one reads the same decision instead of making its own (which would name another folder)."""
+    root = experiments_dir(tmp_path / "experiments")
+    cell = ablate.Cell("study", root / "fcn.yaml", None, 0, (), tmp_path / "runs")
+    cell.slot.mkdir(parents=True)
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    decision = ablate._decide(cell, rerun_stale=False)
+    assert decision["action"] == "new" and Path(decision["folder"]).parent == cell.slot
+    monkeypatch.setenv("RANK", "1")
+    assert ablate._decide(cell, rerun_stale=False) == decision
+    assert not list(cell.slot.glob(".*.tmp"))  # the note was renamed into place

@@ -32,8 +32,19 @@ def test_every_other_precision_is_lightnings():
     assert Trainer(precision="bf16-mixed", accelerator="cpu", logger=False).precision == "bf16-mixed"
 
 
-def test_the_command_line_takes_auto(tmp_path, monkeypatch):
+def test_the_command_line_takes_auto_and_resolves_it_in_the_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     parts = api.compose(EXPERIMENTS / "fcn.yaml", overrides={"trainer.precision": "auto"})
-    assert parts.config["trainer"]["precision"] == "auto"
-    assert parts.trainer.precision == precision.resolve_precision("cpu")[0]
+    chosen = precision.resolve_precision("auto")[0]  # the experiment's accelerator is Lightning's auto
+    assert parts.config["trainer"]["precision"] == chosen and parts.trainer.precision == chosen
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16-mixed"), (False, "32-true")])
+def test_a_gpu_gets_bf16_only_where_it_computes_in_it(monkeypatch, bf16, expected):
+    """A pre-Ampere GPU (V100, T4) emulates bf16: torch says bf16 is supported unless emulation is
+    left out, and there fp32 is faster."""
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(precision.torch.cuda, "get_device_name", lambda index=0: "a GPU")
+    monkeypatch.setattr(precision.torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation or bf16)
+    assert precision.resolve_precision("gpu")[0] == expected

@@ -173,3 +173,27 @@ def test_runs_under_other_overrides_are_other_experiments(tmp_path):
     profile = analysis.task_profile(analysis.load_csv(path))
     assert profile.loc[("gc", "reach"), "mean"] == pytest.approx(0.35)  # the main set's seeds only
     assert profile.loc[("gc [--trainer.max_epochs=6]", "reach"), "mean"] == pytest.approx(0.91)
+
+
+def test_no_threshold_where_no_head_clearly_learnt_the_task(tmp_path):
+    """Every head at chance: the best median is FCN's noise, and the half-way point 0.01 above
+    chance is not two of FCN's standard deviations (0.02) above it: nobody "learns" the task."""
+    final = {("fcn", "reach"): [0.30, 0.32, 0.34], ("gc", "reach"): [0.31, 0.34, 0.35],
+             ("ccnet_r2", "reach"): [0.33, 0.34, 0.34]}
+    runs = analysis.load_csv(write_csv(tmp_path / "study.csv", final))
+    assert math.isnan(analysis.learning_thresholds(runs).loc["reach", "threshold"])
+    capacity = analysis.capacity_profile(runs)
+    assert not capacity["can_learn"].any() and analysis.mixed_cells(capacity) == []
+
+
+def test_thresholds_come_from_the_main_set_of_overrides(tmp_path):
+    """A second call with other overrides (gc trained longer, at 0.99) is not the task's oracle."""
+    path = write_csv(tmp_path / "study.csv")
+    rows = pd.read_csv(path)
+    again = rows[(rows["experiment"] == "gc") & (rows["task"] == "reach")].assign(
+        overrides="--trainer.max_epochs=6", val_mIoU_final=[0.99, 0.99, 0.99])
+    pd.concat([rows, again]).to_csv(path, index=False)
+    thresholds = analysis.learning_thresholds(analysis.load_csv(path))
+    assert thresholds.loc["reach"].tolist() == pytest.approx([0.32, 0.91, 0.615])
+    only_again = analysis.load_csv(path, overrides="--trainer.max_epochs=6")
+    assert list(only_again["experiment"]) == ["gc"] * 3  # one set: its names stay plain
