@@ -107,13 +107,21 @@ display(runs[["experiment", "head", "seed", "status", METRIC, "head_gflops", "he
 # %% [markdown]
 # ## Tasks
 #
-# An ablation over tasks runs every head on every task. Its profile: final mIoU per head and task
+# An ablation over tasks runs every head on every task. First, whether each head can learn each
+# task and how reliably: the median final mIoU, every seed's value, how many seeds learn the task
+# (✓ reliably, ~ some), by the rule printed below. Then its profile: final mIoU per head and task
 # (mean ± std over seeds, n seeds), ↑ / ↓ where a head differs from FCN on that task by the
 # project's rule, and the query dependence per head and task. The sections below then look at
 # one task only, since a head's numbers on different tasks do not average.
 
 # %%
 if analysis.has_tasks(runs):
+    capacity = analysis.capacity_profile(runs)
+    display(analysis.format_capacity(capacity))
+    print(f"The rule: {analysis.LEARNT_RULE}.")
+    mixed = analysis.mixed_cells(capacity)
+    print(f"Seeds disagree in {len(mixed)} cells" + (f": {', '.join(f'{e} on {t}' for e, t in mixed)}." if mixed
+                                                     else "."))
     profile = analysis.task_profile(runs)
     display(analysis.format_profile(profile))
     print(f"↑ / ↓: different from FCN, above / below it ({analysis.DIFFERENCE_RULE}).")
@@ -294,7 +302,7 @@ else:
 # %% [markdown]
 # ## 7. Where does the attention look?
 #
-# One overlay per experiment with attention, from its run folder (`attention/epoch{N}_{i}.png`,
+# One overlay per experiment with attention and task, from its run folder (`attention/epoch{N}_{i}.png`,
 # written by the `AttentionMapLogger` callback): the lowest seed's last epoch, first image.
 
 # %%
@@ -309,6 +317,7 @@ else:
     for ax, im, item in zip(axes[:, 0], images, gallery.itertuples()):
         ax.imshow(im)
         ax.axis("off")
-        ax.set_title(f"{item.experiment} (seed {item.seed}, epoch {item.epoch})", fontsize=10, loc="left")
+        where = f" on {item.task}" if item.task else ""
+        ax.set_title(f"{item.experiment}{where} (seed {item.seed}, epoch {item.epoch})", fontsize=10, loc="left")
     fig.tight_layout()
     plt.show()

@@ -14,6 +14,23 @@ def conv1x1(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
     return F.conv2d(x, conv.weight, conv.bias)
 
 
+def embed(x: Tensor, module) -> Tensor:
+    """A 1x1 conv, or conv (no bias) + BatchNorm + ReLU / LeakyReLU (OCNet's f_key), written out:
+    the batch's statistics (biased variance) in training, the running ones in evaluation."""
+    if isinstance(module, torch.nn.Conv2d):
+        return conv1x1(x, module)
+    conv, bn, activation = module
+    y = F.conv2d(x, conv.weight)
+    if bn.training:
+        mean, var = y.mean(dim=(0, 2, 3)), y.var(dim=(0, 2, 3), unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    y = (y - mean.view(1, -1, 1, 1)) / (var.view(1, -1, 1, 1) + bn.eps).sqrt() * bn.weight.view(1, -1, 1, 1)
+    y = y + bn.bias.view(1, -1, 1, 1)
+    slope = activation.negative_slope if isinstance(activation, torch.nn.LeakyReLU) else 0.0
+    return torch.where(y > 0, y, slope * y)
+
+
 def criss_cross_attention(x: Tensor, query, key, value, gamma: Tensor) -> Tensor:
     """Seed 003: position (i, j) attends to column j (without itself) and row i (with itself)."""
     q, k, v = conv1x1(x, query), conv1x1(x, key), conv1x1(x, value)
@@ -57,20 +74,20 @@ def non_local(x: Tensor, block, return_map: bool = False):
         phi_x = pool(x).view(batch, channels, -1)
         f_div_c = F.softmax(torch.matmul(theta_x, phi_x), dim=-1)
     elif block.mode == "embedded_gaussian":
-        theta_x = conv1x1(x, block.theta).view(batch, inter, -1).permute(0, 2, 1)
-        phi_x = pool(conv1x1(x, block.phi)).view(batch, inter, -1)
+        theta_x = embed(x, block.theta).view(batch, inter, -1).permute(0, 2, 1)
+        phi_x = pool(embed(x, block.phi)).view(batch, inter, -1)
         f = torch.matmul(theta_x, phi_x)
         if block.use_scale:
             f = f / inter**0.5
         f_div_c = F.softmax(f, dim=-1)
     elif block.mode == "dot_product":
-        theta_x = conv1x1(x, block.theta).view(batch, inter, -1).permute(0, 2, 1)
-        phi_x = pool(conv1x1(x, block.phi)).view(batch, inter, -1)
+        theta_x = embed(x, block.theta).view(batch, inter, -1).permute(0, 2, 1)
+        phi_x = pool(embed(x, block.phi)).view(batch, inter, -1)
         f = torch.matmul(theta_x, phi_x)
         f_div_c = f / f.size(-1)
     else:  # concatenation, exactly the seed's repeat / cat / conv / ReLU
-        theta_x = conv1x1(x, block.theta).view(batch, inter, -1, 1)
-        phi_x = pool(conv1x1(x, block.phi)).view(batch, inter, 1, -1)
+        theta_x = embed(x, block.theta).view(batch, inter, -1, 1)
+        phi_x = pool(embed(x, block.phi)).view(batch, inter, 1, -1)
         h, w = theta_x.size(2), phi_x.size(3)
         concat_feature = torch.cat([theta_x.repeat(1, 1, 1, w), phi_x.repeat(1, 1, h, 1)], dim=1)
         f = F.relu(F.conv2d(concat_feature, block.concat_project.weight)).view(batch, h, w)

@@ -5,7 +5,7 @@ One row per run, with the columns ``lit-seg ablate`` writes to ``results/<ablati
 :func:`load_wandb` builds the same table from the W&B runs of a group. The other functions turn
 it into what the notebook shows: mean ± std over seeds per experiment (:func:`summarize`,
 :func:`format_table`, :func:`compare`), per-class IoU (:func:`per_class`), the CCNet recurrence
-curve (:func:`ccnet_curve`), one attention-map image per experiment (:func:`attention_gallery`)
+curve (:func:`ccnet_curve`), one attention-map image per experiment and task (:func:`attention_gallery`)
 and, for an ablation over tasks, each head's profile across them (:func:`task_profile`).
 
 Only pandas and numpy: no torch, so importing this is quick.
@@ -627,21 +627,25 @@ def latest_attention_image(run_folder: str | Path) -> tuple[Path, int] | None:
 
 
 def attention_gallery(df: pd.DataFrame, runs_root: str | Path, metric: str = METRIC) -> pd.DataFrame:
-    """One attention image per experiment: from the finished run with the lowest seed that has
-    one, its latest epoch's first image. Columns ``experiment``, ``seed``, ``epoch``, ``path``
+    """One attention image per experiment and task: from the finished run with the lowest seed that
+    has one, its latest epoch's first image. Columns ``experiment``, ``task`` (``""`` for runs without
+    one), ``seed``, ``epoch``, ``path``, in the head list's order, then :func:`tasks`' order
     (experiments without attention images are left out)."""
     rows = []
     done = finished(df, metric)
+    task_of = done["task"].fillna("") if "task" in done else pd.Series("", index=done.index)
     for experiment in order_experiments(done["experiment"]):
-        runs = done[done["experiment"] == experiment].sort_values("seed", na_position="last")
-        for seed, folder in zip(runs["seed"], runs["run_folder"]):
-            if not isinstance(folder, str) or not folder:
-                continue
-            found = latest_attention_image(Path(runs_root) / folder)
-            if found:
-                rows.append({"experiment": experiment, "seed": seed, "epoch": found[1], "path": found[0]})
-                break
-    return pd.DataFrame(rows, columns=["experiment", "seed", "epoch", "path"])
+        for task in dict.fromkeys(task_of[done["experiment"] == experiment]):
+            runs = done[(done["experiment"] == experiment) & (task_of == task)].sort_values("seed", na_position="last")
+            for seed, folder in zip(runs["seed"], runs["run_folder"]):
+                if not isinstance(folder, str) or not folder:
+                    continue
+                found = latest_attention_image(Path(runs_root) / folder)
+                if found:
+                    rows.append({"experiment": experiment, "task": task, "seed": seed, "epoch": found[1],
+                                 "path": found[0]})
+                    break
+    return pd.DataFrame(rows, columns=["experiment", "task", "seed", "epoch", "path"])
 
 
 def find_root(start: str | Path | None = None) -> Path:

@@ -50,6 +50,20 @@ def test_every_head_of_the_list_has_its_experiment_and_they_agree(folder):
             assert key in options or defaulted == value, (name, key)
 
 
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("interventions/*.yaml")), ids=lambda p: p.stem)
+def test_intervention_is_its_head_with_the_options_its_tests_check(path):
+    """experiments/interventions/<name>.yaml composes into the head and options that
+    tests/unit/test_heads.py builds under the same name (and checks value by value there)."""
+    from tests.unit.test_heads import HEADS as TESTED
+
+    config = merged_config(path)
+    head = config["model"]["head"]
+    assert config["experiment"] == path.stem and path.stem in TESTED
+    cls, options = TESTED[path.stem]
+    assert head["class_path"] == f"lit_seg.models.heads.{cls.__name__}"
+    assert {k: v for k, v in head.get("init_args", {}).items() if k in options} == options
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_experiment_file_is_the_recipe_and_its_head_file(path):
     """experiments/<name>.yaml = base.yaml + heads/<name>.yaml (the file the Cityscapes twin reuses)

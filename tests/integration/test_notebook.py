@@ -59,8 +59,9 @@ def write_fixture(root: Path, runs=RUNS, name: str = "all_heads") -> Path:
         head = "CCHead" if recurrence else "FCNHead"
         row = dict.fromkeys(header, "")
         options = f"channels=64 recurrence={recurrence}" if recurrence else "channels=64"
+        # One set of overrides for the whole ablation, as ablate writes it (the seed is a column of its own).
         row.update(ablation=name, experiment=experiment, head=head, seed=seed, status=status, run_folder=folder,
-                   recurrence=recurrence, head_options=options, overrides=f"--seed_everything {seed}",
+                   recurrence=recurrence, head_options=options, overrides="--trainer.max_epochs=2",
                    wandb_group=name, wandb_run_id=f"run{i:05d}")
         if status == "finished":
             row.update(val_mIoU_best=best, val_mIoU_final=best - 0.002, val_pixel_acc_final=0.95 + best / 50,
@@ -274,10 +275,19 @@ def test_ccnet_curve(fixture_runs):
 def test_attention_gallery_picks_latest_epoch_of_lowest_seed(tmp_path, fixture_runs):
     gallery = analysis.attention_gallery(fixture_runs, tmp_path)
     assert gallery["experiment"].tolist() == ["ccnet_r1", "ccnet_r2", "ccnet_r3"]  # fcn has no attention
+    assert gallery["task"].tolist() == ["", "", ""]
     first = gallery.iloc[0]
     assert first["seed"] == 0 and first["epoch"] == 1 and Path(first["path"]).name == "epoch1_0.png"
     assert Path(first["path"]).parent.parent.name == "20261121-160002-run00002"
     assert analysis.attention_gallery(fixture_runs, tmp_path / "elsewhere").empty
+
+
+def test_attention_gallery_has_one_image_per_experiment_and_task(tmp_path, fixture_runs):
+    runs = fixture_runs.assign(task=["reach" if seed == 0 else "binding" for seed in fixture_runs["seed"]])
+    gallery = analysis.attention_gallery(runs, tmp_path)
+    assert list(zip(gallery["experiment"], gallery["task"], gallery["seed"])) == [
+        (e, t, s) for e in ("ccnet_r1", "ccnet_r2", "ccnet_r3") for t, s in (("reach", 0), ("binding", 1))]
+    assert len(set(gallery["path"])) == 6
 
 
 # ---------------------------------------------------------------------- W&B: a faithful fake API

@@ -44,7 +44,10 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     # The task suite's interventions (experiments/interventions/): not the papers' networks.
     "ccnet_r2_separate_steps": (CCHead, {"recurrence": 2, "shared_weights": False}),
     "nonlocal_shared_key_query": (NonLocalHead, {"share_key_query": True}),
+    "nonlocal_pytorch_init": (NonLocalHead, {"projection_init": "pytorch"}),
     "nonlocal_as_ocnet": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch"}),
+    "nonlocal_ocnet_key": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch",
+                                          "key_query_activation": "relu"}),
     "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
     "ocr_one_map": (OCRHead, {"in_index": (-1, -1)}),  # both stages on one map (the built-in experiment's)
     "isa_small_blocks": (ISAHead, {"down_factor": (4, 3)}),  # several blocks and groups on the tests' small maps

@@ -110,6 +110,43 @@ def test_non_local_attention_map_matches_reference_rows(mode, sub_sample):
         torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(2, len(QUERIES), dtype=torch.float64))
 
 
+def _batch_norm_eval(y: torch.Tensor, bn: torch.nn.BatchNorm2d) -> torch.Tensor:
+    shape = (1, -1, 1, 1)
+    scale = bn.weight.view(shape) / (bn.running_var.view(shape) + bn.eps).sqrt()
+    return (y - bn.running_mean.view(shape)) * scale + bn.bias.view(shape)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_non_local_key_query_activation_embeds_by_conv_batchnorm_relu(shared):
+    """OCNet's f_key in the non-local block (an intervention): theta_i . phi_j of ReLU(BN(conv x)),
+    written out here with the BatchNorm's running statistics (eval), forward and gradients."""
+    block = randomize(NonLocal2d(8, share_key_query=shared, key_query_activation="relu")).double().eval()
+    with torch.no_grad():
+        for bn in (block.theta[1], block.phi[1]):
+            bn.running_mean.normal_(0.0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    assert (block.phi is block.theta) == shared and block.theta[0].bias is None
+    x = torch.randn(2, 8, 5, 7, dtype=torch.float64, requires_grad=True)
+
+    def embed(module):
+        return _batch_norm_eval(torch.nn.functional.conv2d(x, module[0].weight), module[1]).clamp_min(0).flatten(2)
+
+    query, key = embed(block.theta), embed(block.phi)
+    value = torch.nn.functional.conv2d(x, block.g.weight, block.g.bias).flatten(2)
+    weights = torch.softmax(query.transpose(1, 2) @ key / block.inter_channels**0.5, dim=-1)  # (B, N, M)
+    y = (value @ weights.transpose(1, 2)).unflatten(2, (5, 7))
+    want = x + _batch_norm_eval(torch.nn.functional.conv2d(y, block.W[0].weight), block.W[1])
+    got = block(x)
+    torch.testing.assert_close(got, want)
+    grad = torch.randn_like(got)
+    params = [x, *block.parameters()]
+    for g, w in zip(torch.autograd.grad(got, params, grad), torch.autograd.grad(want, params, grad), strict=True):
+        torch.testing.assert_close(g, w)
+    torch.testing.assert_close(block.attention_map(x, QUERIES).flatten(2), _expected_map(weights, QUERIES, 7))
+    with pytest.raises(ValueError, match="key_query_activation needs theta and phi"):
+        NonLocal2d(8, mode="gaussian", key_query_activation="relu")
+
+
 def test_non_local_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         NonLocal2d(8, mode="softmax")

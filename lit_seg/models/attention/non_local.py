@@ -14,6 +14,7 @@ from lit_seg.models.attention.functional import (
     softmax_attention_tokens,
     tokens_conv1x1,
 )
+from lit_seg.models.layers import Activation, activation_layer
 
 NonLocalMode = Literal["gaussian", "embedded_gaussian", "dot_product", "concatenation"]
 
@@ -39,11 +40,13 @@ class NonLocal2d(nn.Module):
     ``sub_sample`` max-pools (2x2) the keys and values (phi and g; the raw x as key in
     ``gaussian``), so M = (H // 2) * (W // 2); the queries keep full resolution.
 
-    Two options tell what separates this block from OCNet's self-attention (the task suite's
-    interventions; neither is the paper's network): ``share_key_query`` makes phi the very module
-    theta is (OCNet's ``f_key`` serves as both), and ``projection_init="pytorch"`` leaves theta, phi
+    Three options tell what separates this block from OCNet's self-attention (the task suite's
+    interventions; none is the paper's network): ``share_key_query`` makes phi the very module
+    theta is (OCNet's ``f_key`` serves as both), ``projection_init="pytorch"`` leaves theta, phi
     and g at PyTorch's default initialisation (OCNet's) instead of mmcv's N(0, 0.01), under which
-    the logits theta_i . phi_j start near 0 and every query attends almost uniformly.
+    the logits theta_i . phi_j start near 0 and every query attends almost uniformly, and
+    ``key_query_activation`` puts BatchNorm and that activation after theta and phi (OCNet's
+    ``f_key`` is conv-BN-activation: non-negative embeddings of unit scale from the start).
 
     No mode builds the (B, 2C', N, M) tensor of the reference code, and only the two
     softmax modes touch an N x M matrix, in memory-lean blocks (``softmax_attention``):
@@ -61,6 +64,7 @@ class NonLocal2d(nn.Module):
         use_scale: bool = True,
         share_key_query: bool = False,
         projection_init: Literal["mmcv", "pytorch"] = "mmcv",
+        key_query_activation: Activation | None = None,
     ) -> None:
         super().__init__()
         if mode not in get_args(NonLocalMode):
@@ -69,14 +73,16 @@ class NonLocal2d(nn.Module):
             raise ConfigError(f"projection_init must be 'mmcv' or 'pytorch', got {projection_init!r}")
         if share_key_query and mode == "gaussian":
             raise ConfigError("share_key_query needs theta and phi: the gaussian mode has neither")
+        if key_query_activation is not None and mode == "gaussian":
+            raise ConfigError("key_query_activation needs theta and phi: the gaussian mode has neither")
         self.mode = mode
         self.use_scale = use_scale
         self.sub_sample = sub_sample
         self.inter_channels = max(channels // reduction, 1)
         self.g = nn.Conv2d(channels, self.inter_channels, 1)
         if mode != "gaussian":
-            self.theta = nn.Conv2d(channels, self.inter_channels, 1)
-            self.phi = self.theta if share_key_query else nn.Conv2d(channels, self.inter_channels, 1)
+            self.theta = self._embedding(channels, key_query_activation)
+            self.phi = self.theta if share_key_query else self._embedding(channels, key_query_activation)
         if mode == "concatenation":
             self.concat_project = nn.Conv2d(2 * self.inter_channels, 1, 1, bias=False)
         # The conv bias before BatchNorm would be cancelled by the batch mean: left out.
@@ -88,16 +94,29 @@ class NonLocal2d(nn.Module):
         # concat_project as its ConvModule (Kaiming normal, fan_out, ReLU gain).
         for name in ("g", "theta", "phi") if projection_init == "mmcv" else ():
             if hasattr(self, name):
-                nn.init.normal_(getattr(self, name).weight, std=0.01)
-                nn.init.zeros_(getattr(self, name).bias)
+                conv = getattr(self, name)
+                conv = conv[0] if isinstance(conv, nn.Sequential) else conv
+                nn.init.normal_(conv.weight, std=0.01)
+                if conv.bias is not None:
+                    nn.init.zeros_(conv.bias)
         if mode == "concatenation":
             nn.init.kaiming_normal_(self.concat_project.weight, mode="fan_out", nonlinearity="relu")
+
+    def _embedding(self, channels: int, activation: Activation | None) -> nn.Module:
+        """theta or phi: a 1x1 conv to C', then BatchNorm and ``activation`` if one is given (the conv
+        bias, which the batch mean would cancel, left out)."""
+        if activation is None:
+            return nn.Conv2d(channels, self.inter_channels, 1)
+        return nn.Sequential(nn.Conv2d(channels, self.inter_channels, 1, bias=False),
+                             nn.BatchNorm2d(self.inter_channels), activation_layer(activation))
 
     def _embeddings(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Query and key embeddings: (B, C', H, W) and (B, C', H', W') (raw x in ``gaussian``)."""
         if self.mode == "gaussian":
             return x, self.pool(x)
-        return self.theta(x), self.pool(self.phi(x))
+        query = self.theta(x)
+        # One module for both (OCNet's f_key): computed once, its BatchNorm statistics updated once.
+        return query, self.pool(query if self.phi is self.theta else self.phi(x))
 
     def _concat_terms(self, theta: Tensor, phi: Tensor) -> tuple[Tensor, Tensor]:
         """``w . [theta_i; phi_j] = a_i + b_j``: theta (B, C', N), phi (B, C', M) -> a (B, N), b (B, M)."""
@@ -121,7 +140,7 @@ class NonLocal2d(nn.Module):
         return y.unflatten(2, x.shape[-2:])
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.mode == "embedded_gaussian" and not self.sub_sample:
+        if self.mode == "embedded_gaussian" and not self.sub_sample and isinstance(self.theta, nn.Conv2d):
             # The same computation without layout copies: theta, phi and g straight into the token
             # layout of the fused attention kernel, W's conv straight back to channel-first.
             query, key, value = conv1x1_tokens(x, self.theta, self.phi, self.g)
@@ -144,8 +163,10 @@ class NonLocal2d(nn.Module):
         points = x.flatten(2)[:, :, index].unsqueeze(-1)  # (B, C, Q, 1): only the query pixels
         if self.mode == "gaussian":
             query, key = points, self.pool(x)
-        else:
+        elif isinstance(self.theta, nn.Conv2d):
             query, key = self.theta(points), self.pool(self.phi(x))
+        else:  # BatchNorm in theta: embed the whole map (its batch statistics in training), then pick
+            query, key = self.theta(x).flatten(2)[:, :, index].unsqueeze(-1), self.pool(self.phi(x))
         key_size = key.shape[-2:]
         query, key = query.flatten(2), key.flatten(2)  # (B, ., Q), (B, ., M)
         if self.mode == "concatenation":

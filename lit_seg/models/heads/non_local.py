@@ -23,9 +23,10 @@ class NonLocalHead(ContextHead):
             ``dot_product`` or ``concatenation``.
         sub_sample: max-pool keys and values by 2 (mmsegmentation's default: off).
         use_scale: divide the embedded-Gaussian logits by sqrt(channels // reduction) (mmseg: on).
-        share_key_query, projection_init: the block's options that give it OCNet's query/key
-            projection (one module for both) and initialisation (PyTorch's default); off, mmcv's,
-            in the paper's network (:class:`~lit_seg.models.attention.NonLocal2d`).
+        share_key_query, projection_init, key_query_activation: the block's options that give it
+            OCNet's query/key projection (one module for both), initialisation (PyTorch's default)
+            and BatchNorm + activation after it; off, mmcv's and none in the paper's network
+            (:class:`~lit_seg.models.attention.NonLocal2d`).
     """
 
     def __init__(
@@ -42,11 +43,13 @@ class NonLocalHead(ContextHead):
         activation: Activation = "relu",
         share_key_query: bool = False,
         projection_init: Literal["mmcv", "pytorch"] = "mmcv",
+        key_query_activation: Activation | None = None,
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index, activation,
                          lambda c: NonLocal2d(c, reduction=reduction, mode=mode, sub_sample=sub_sample,
                                               use_scale=use_scale, share_key_query=share_key_query,
-                                              projection_init=projection_init))
+                                              projection_init=projection_init,
+                                              key_query_activation=key_query_activation))
 
     def attention_maps(self, x: Tensor, queries: Tensor) -> dict[str, Tensor]:
         """``{"nonlocal": (B, Q, h', w')}``: the block's pairwise weights of each query over the keys
