@@ -48,6 +48,7 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "nonlocal_as_ocnet": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch"}),
     "nonlocal_ocnet_key": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch",
                                           "key_query_activation": "relu"}),
+    "ema_16_bases": (EMAHead, {"num_bases": 16}),
     "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
     "ocr_one_map": (OCRHead, {"in_index": (-1, -1)}),  # both stages on one map (the built-in experiment's)
     "isa_small_blocks": (ISAHead, {"down_factor": (4, 3)}),  # several blocks and groups on the tests' small maps
