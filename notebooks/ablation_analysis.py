@@ -302,8 +302,10 @@ else:
 # %% [markdown]
 # ## 7. Where does the attention look?
 #
-# One overlay per experiment with attention and task, from its run folder (`attention/epoch{N}_{i}.png`,
-# written by the `AttentionMapLogger` callback): the lowest seed's last epoch, first image.
+# One overlay per experiment with attention on this task, from its run folder (`attention/epoch{N}_{i}.png`,
+# written by the `AttentionMapLogger` callback): the lowest seed's last epoch, first image, drawn small
+# (the notebook is committed with its outputs). The task suite's, every head on every task at full
+# size: `docs/attention-maps.md` (`scripts/attention_figures.py`).
 
 # %%
 gallery = analysis.attention_gallery(runs, RUNS_ROOT, METRIC)
@@ -313,7 +315,7 @@ if gallery.empty:
 else:
     images = [Image.open(path) for path in gallery["path"]]
     height = sum(12 * im.height / im.width + 0.4 for im in images)  # one overlay per row, 12 inches wide
-    fig, axes = plt.subplots(len(images), 1, figsize=(12, height), squeeze=False)
+    fig, axes = plt.subplots(len(images), 1, figsize=(12, height), dpi=50, squeeze=False)
     for ax, im, item in zip(axes[:, 0], images, gallery.itertuples()):
         ax.imshow(im)
         ax.axis("off")

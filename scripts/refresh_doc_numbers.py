@@ -34,11 +34,12 @@ def refreshed(quote: doc_checks.Quote) -> str | None:
         return None
     if not values:
         return None
-    # After the quoted numbers only a count "(n)", an arrow or a unit may follow (doc_checks.check).
-    tail = re.search(r"(?:\((\d+)\))?\s*[↑↓]?\s*[×%]?\s*$", quote.quoted)
+    # After the quoted numbers only doc_checks.MARKS may follow; its count of seeds "(n)" is refreshed,
+    # the report's marks are not (the tests of the tables that carry them hold them to the report).
+    tail = re.search(doc_checks.MARKS, quote.quoted)
     head, rest = quote.quoted[:tail.start()], quote.quoted[tail.start():]
-    if tail.group(1) is not None:
-        rest = rest.replace(f"({tail.group(1)})", f"({len(values)})", 1)
+    if tail.group("n") is not None:
+        rest = rest.replace(f"({tail.group('n')})", f"({len(values)})", 1)
     wanted = doc_checks.wanted(quote.aggregate, values)
     numbers = list(re.finditer(doc_checks.NUMBER, head))
     if len(numbers) < len(wanted):

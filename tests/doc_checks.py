@@ -18,8 +18,11 @@
   A spec is ``[column=value ...] <column> <aggregate>`` over the CSV rows that match the filters
   (``column=a,b``: one of them; ``column!=a,b``: none of them) and the row's key; ``-`` leaves a
   column unchecked, and so does a cell that is ``–`` (nothing quoted). Aggregates: value (exactly
-  one row), mean, std (sample), mean±std, min, max, range (``a–b``), values (``a, b, c`` in seed
-  order), count. The quoted number must equal the aggregate to the decimals it is quoted with.
+  one row), mean, median, std (sample), mean±std, min, max, range (``a–b``), values (``a, b, c`` in
+  seed order), count. The quoted number must equal the aggregate to the decimals it is quoted with;
+  after it a cell may carry the report's marks: ``(n)`` seeds, ``k/n`` seeds that learn the task,
+  ``✓`` / ``~``, ``↑`` / ``↓`` (the marks themselves are checked against the report by the tests
+  of the tables that carry them).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ DOCS = ROOT / "docs"
 # Top-level entries of the repository that a path in the docs may start with.
 TOP_LEVEL = ("experiments", "lit_seg", "results", "scripts", "tests", "notebooks", "docs", ".ci", "README.md",
              "pyproject.toml", "constraints.txt", "mkdocs.yml", "LICENSE", ".gitignore")
-AGGREGATES = ("value", "mean", "std", "mean±std", "min", "max", "range", "values", "count")
+AGGREGATES = ("value", "mean", "median", "std", "mean±std", "min", "max", "range", "values", "count")
 
 
 def doc_files() -> list[Path]:
@@ -197,6 +200,9 @@ INLINE = re.compile(r"<!--\s*csv:\s*(.*?)\s*-->")
 TABLE = re.compile(r"^\s*<!--\s*csv-table:\s*(.*?)\s*-->\s*$")
 NUMBER = r"-?[\d,]*\d(?:\.\d+)?"
 NOT_MEASURED = ("–", "-", "")  # a table cell that quotes nothing (e.g. a head the benchmark has no row for)
+# What may follow the quoted numbers: a count of seeds "(n)", the report's "k/n" seeds that learn the
+# task and its marks (✓ ~, ↑ ↓), a unit.
+MARKS = r"\s*(?:\((?P<n>\d+)\))?(?:\s*\d+/\d+)?\s*[✓~]?\s*[↑↓]?\s*[×%]?\s*$"
 
 
 @dataclass(frozen=True)
@@ -302,7 +308,8 @@ def wanted(aggregate: str, values: list[float]) -> list[float]:
         return [min(values), max(values)]
     if aggregate == "values":
         return values
-    return [{"value": values[0], "mean": statistics.mean(values), "min": min(values), "max": max(values),
+    return [{"value": values[0], "mean": statistics.mean(values), "median": statistics.median(values),
+             "min": min(values), "max": max(values),
              "count": len(values), "std": statistics.stdev(values) if len(values) > 1 else math.nan}[aggregate]]
 
 
@@ -319,11 +326,12 @@ def check(quote: Quote) -> str | None:
         return f"{len(values)} rows of {quote.csv} match {quote.filters}, not one"
     forms = {"mean±std": f"({NUMBER})\\s*±\\s*({NUMBER})", "range": f"({NUMBER})\\s*[–-]\\s*({NUMBER})",
              "values": f"({NUMBER}(?:\\s*,\\s*{NUMBER})*)"}
-    match = re.search(forms.get(quote.aggregate, f"({NUMBER})") + r"\s*(?:\(\d+\))?\s*[↑↓]?\s*[×%]?\s*$", text)
+    form = forms.get(quote.aggregate, f"({NUMBER})")
+    match = re.search(form + MARKS, text)
     if match is None:
         return f"no number in the {quote.aggregate} form at the end of {text!r}"
     got = ([v.strip() for v in match.group(1).split(",")] if quote.aggregate == "values" else
-           [g for g in match.groups() if g is not None])
+           [g for g in match.groups()[:re.compile(form).groups] if g is not None])
     wants = wanted(quote.aggregate, values)
     if len(got) != len(wants) or not all(_close(g, w) for g, w in zip(got, wants)):
         shown = ", ".join(f"{w:.6g}" for w in wants)

@@ -293,6 +293,49 @@ def test_numbers_are_quoted_from_current_results_only():
     assert not archived, "a current page quotes a superseded result:\n" + "\n".join(archived)
 
 
+def test_attention_maps_page_shows_every_attention_head_on_every_task_of_the_suite():
+    from lit_seg.models.heads import DecodeHead
+
+    attention = {name for name, variant in HEADS.items()
+                 if variant.head.attention_maps is not DecodeHead.attention_maps}
+    with (ROOT / "results" / "tasks.csv").open() as f:
+        wanted = {(row["task"], row["experiment"]) for row in csv.DictReader(f)
+                  if row["status"] == "finished" and row["experiment"] in attention}
+    page = (ROOT / "docs" / "attention-maps.md").read_text()
+    shown = re.findall(r"\]\(results/figures/attention/(\w+)/(\w+)\.png\)", page)
+    files = {(p.parent.name, p.stem) for p in (ROOT / "results" / "figures" / "attention").glob("*/*.png")}
+    assert len(shown) == len(set(shown)) and set(shown) == wanted == files
+    assert len({task for task, _ in wanted}) == 3 and len(attention) == 18
+
+
+@pytest.mark.parametrize("path, section", [("README.md", "## Results at a glance"),
+                                           ("docs/results.md", "## The task suite")])
+def test_capacity_tables_carry_the_reports_marks(path, section):
+    """Each cell of a task-suite table in the capacity form (a csv-table over results/tasks.csv whose
+    cells end in ``k/n`` and the marks): its seeds that learn the task, ✓ / ~ and ↑ / ↓ are what
+    the report computes (``analysis.capacity_profile``); its numbers are checked against the CSV by
+    test_quoted_number_equals_its_csv. Every head of the head list has a row."""
+    from lit_seg.study import analysis
+
+    profile = analysis.capacity_profile(analysis.load_csv(ROOT / "results" / "tasks.csv"))
+    text = (ROOT / path).read_text().split(section + "\n", 1)[1].split("\n## ", 1)[0]
+    lines = text.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("<!-- csv-table: results/tasks.csv"))
+    header = [cell.strip() for cell in lines[start + 1].strip().strip("|").split("|")]
+    tasks = [cell.split()[0] for cell in header[1:]]
+    rows = [line for line in lines[start + 3:] if line.startswith("|")]
+    rows = rows[:next((k for k, row in enumerate(rows) if not row.startswith("| `")), len(rows))]
+    seen = []
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        experiment = re.search(r"`(\w+)`", cells[0]).group(1)
+        seen.append(experiment)
+        for task, cell in zip(tasks, cells[1:], strict=True):
+            learnt, mark, arrow = analysis.capacity_marks(profile.loc[(experiment, task)])
+            assert cell.endswith(f"{learnt}{mark}{arrow}") and re.search(r"\d/\d", cell), (experiment, task, cell)
+    assert set(HEADS) <= set(seen), f"no row for {sorted(set(HEADS) - set(seen))}"
+
+
 def test_head_params_csv_is_the_official_count_of_every_head():
     from tests.unit.test_head_fidelity import OFFICIAL_PARAMS
 

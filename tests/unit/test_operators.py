@@ -128,10 +128,7 @@ def test_non_local_key_query_activation_embeds_by_conv_batchnorm_relu(shared):
     assert (block.phi is block.theta) == shared and block.theta[0].bias is None
     x = torch.randn(2, 8, 5, 7, dtype=torch.float64, requires_grad=True)
 
-    def embed(module):
-        return _batch_norm_eval(torch.nn.functional.conv2d(x, module[0].weight), module[1]).clamp_min(0).flatten(2)
-
-    query, key = embed(block.theta), embed(block.phi)
+    query, key = reference.embed(x, block.theta).flatten(2), reference.embed(x, block.phi).flatten(2)
     value = torch.nn.functional.conv2d(x, block.g.weight, block.g.bias).flatten(2)
     weights = torch.softmax(query.transpose(1, 2) @ key / block.inter_channels**0.5, dim=-1)  # (B, N, M)
     y = (value @ weights.transpose(1, 2)).unflatten(2, (5, 7))
