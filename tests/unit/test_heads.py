@@ -24,6 +24,7 @@ from lit_seg.models.heads import (
     GCHead,
     HamHead,
     ISAHead,
+    NonLocalConcatHead,
     NonLocalHead,
     OCRHead,
 )
@@ -48,6 +49,8 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
     "nonlocal_as_ocnet": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch"}),
     "nonlocal_ocnet_key": (NonLocalHead, {"share_key_query": True, "projection_init": "pytorch",
                                           "key_query_activation": "relu"}),
+    "nonlocal_ocnet_fusion": (NonLocalConcatHead, {"share_key_query": True, "projection_init": "pytorch",
+                                                   "key_query_activation": "relu"}),
     "ema_16_bases": (EMAHead, {"num_bases": 16}),
     "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
     "ocr_one_map": (OCRHead, {"in_index": (-1, -1)}),  # both stages on one map (the built-in experiment's)
@@ -529,3 +532,17 @@ def test_the_interventions_change_what_they_name_and_nothing_else():
     assert abs(mmcv - 0.01) < 1e-3 and default > 0.02  # Kaiming uniform: (1/3)^0.5 / sqrt(256) ~ 0.036
     with pytest.raises(ConfigError, match="projection_init must be"):
         build("nonlocal", projection_init="xavier")
+
+
+def test_nonlocal_in_base_oc_head_concatenates_the_blocks_context_with_its_input():
+    """NonLocalConcatHead: base-OC's fusion, ``fuse(cat(BN(W y), f))`` with f the conv in's output
+    and ``BN(W y)`` the block's output less its residual; no conv out, no encoder map in the fuse."""
+    torch.manual_seed(0)
+    head = randomize(build("nonlocal_ocnet_fusion")).eval()
+    x = torch.randn(2, CHANNELS[-1], 6, 7)
+    features = head.conv_in(x)
+    expected = head.fuse(torch.cat([head.attention(features) - features, features], dim=1))
+    torch.testing.assert_close(head.context(x), expected, rtol=1e-5, atol=1e-5)
+    assert not hasattr(head, "conv_out") and head.fuse[0].kernel_size == (1, 1)
+    assert head.fuse[0].in_channels == 2 * head.channels
+    assert head.attention.phi is head.attention.theta

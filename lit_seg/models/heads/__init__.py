@@ -24,6 +24,7 @@ from lit_seg.models.heads.ema import EMAHead
 from lit_seg.models.heads.fcn import FCNHead
 from lit_seg.models.heads.gc import GCHead
 from lit_seg.models.heads.ham import HamHead
+from lit_seg.models.heads.interventions import NonLocalConcatHead
 from lit_seg.models.heads.isa import ISAHead
 from lit_seg.models.heads.non_local import NonLocalHead
 from lit_seg.models.heads.ocnet import OCHead
@@ -88,6 +89,7 @@ __all__ = [
     "HamHead",
     "HeadVariant",
     "ISAHead",
+    "NonLocalConcatHead",
     "NonLocalHead",
     "OCHead",
     "OCRHead",
