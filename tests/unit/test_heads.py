@@ -51,6 +51,9 @@ HEADS = {name: (variant.head, dict(variant.options)) for name, variant in HEAD_L
                                           "key_query_activation": "relu"}),
     "nonlocal_ocnet_fusion": (NonLocalConcatHead, {"share_key_query": True, "projection_init": "pytorch",
                                                    "key_query_activation": "relu"}),
+    "nonlocal_as_oc_base": (NonLocalConcatHead, {"share_key_query": True, "projection_init": "pytorch",
+                                                 "key_query_activation": "relu", "w_batch_norm": False,
+                                                 "dropout": 0.05}),
     "ema_16_bases": (EMAHead, {"num_bases": 16}),
     "ham_all_steps_batch_norm": (HamHead, {"one_step_gradient": False, "norm": "batch", "concat_input": False}),
     "ocr_one_map": (OCRHead, {"in_index": (-1, -1)}),  # both stages on one map (the built-in experiment's)
@@ -546,3 +549,14 @@ def test_nonlocal_in_base_oc_head_concatenates_the_blocks_context_with_its_input
     assert not hasattr(head, "conv_out") and head.fuse[0].kernel_size == (1, 1)
     assert head.fuse[0].in_channels == 2 * head.channels
     assert head.attention.phi is head.attention.theta
+    # base-OC's W: a plain 1x1 conv with bias started at zero, no BatchNorm; a fresh head adds no context.
+    plain = build("nonlocal_as_oc_base")
+    assert isinstance(plain.attention.W, torch.nn.Conv2d) and plain.attention.W.bias is not None
+    assert not plain.attention.W.weight.any() and not plain.attention.W.bias.any()
+    features = plain.eval().conv_in(x)
+    assert not plain.attention.W(plain.attention.context(features)).any()
+    torch.manual_seed(0)
+    plain = randomize(plain)
+    features = plain.conv_in(x)
+    expected = plain.fuse(torch.cat([plain.attention.W(plain.attention.context(features)), features], dim=1))
+    torch.testing.assert_close(plain.context(x), expected, rtol=1e-5, atol=1e-5)

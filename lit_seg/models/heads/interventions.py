@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_seg.models.attention.non_local import NonLocalMode
 from lit_seg.models.heads.non_local import NonLocalHead
@@ -22,7 +22,11 @@ class NonLocalConcatHead(NonLocalHead):
     :class:`~lit_seg.models.attention.NonLocal2d`, in place of :class:`NonLocalHead`'s
     ``x + BN(W y)`` -> 3x3 conv out -> concat with the encoder map -> 3x3 fuse. ``BN(W y)`` starts
     at zero as base-OC's zero-initialised ``W`` does, so a fresh head adds no context either way.
-    Takes :class:`NonLocalHead`'s arguments.
+    Takes :class:`NonLocalHead`'s arguments, and
+
+    Args:
+        w_batch_norm: BatchNorm (started at zero) after the block's output conv ``W``, as
+            non-local; False: ``W`` a plain 1x1 conv with bias, started at zero, as base-OC's.
     """
 
     def __init__(
@@ -40,10 +44,15 @@ class NonLocalConcatHead(NonLocalHead):
         share_key_query: bool = False,
         projection_init: Literal["mmcv", "pytorch"] = "mmcv",
         key_query_activation: Activation | None = None,
+        w_batch_norm: bool = True,
     ) -> None:
         super().__init__(in_channels, num_classes, channels, dropout, in_index, reduction, mode, sub_sample,
                          use_scale, activation, share_key_query, projection_init, key_query_activation)
         del self.conv_out
+        if not w_batch_norm:
+            self.attention.W = nn.Conv2d(self.attention.inter_channels, channels, 1)
+            nn.init.zeros_(self.attention.W.weight)
+            nn.init.zeros_(self.attention.W.bias)
         self.fuse = self.conv(2 * channels, channels, kernel_size=1)
 
     def context(self, x: Tensor) -> Tensor:
