@@ -537,6 +537,33 @@ def test_the_interventions_change_what_they_name_and_nothing_else():
         build("nonlocal", projection_init="xavier")
 
 
+def test_nonlocal_configured_as_base_oc_computes_base_oc():
+    """nonlocal_as_oc_base is base-OC's network built from NonLocal2d: given OCHead's weights
+    (f_key as theta = phi, f_value as g), the same logits and the same gradients' shapes, in
+    training and evaluation. Only the order in which a seed draws their weights differs."""
+    torch.manual_seed(0)
+    oc = randomize(build("oc_base"))
+    nl = build("nonlocal_as_oc_base")
+    names = {"attention.f_key": "attention.theta", "attention.f_value": "attention.g"}
+    state = {}
+    for key, value in oc.state_dict().items():
+        for old, new in names.items():
+            key = key.replace(old, new) if key.startswith(old + ".") else key
+        state[key] = value
+        if key.startswith("attention.theta."):  # phi is theta: the one module under both names
+            state[key.replace("theta", "phi")] = value
+    nl.load_state_dict(state)
+    assert sum(p.numel() for p in nl.parameters()) == sum(p.numel() for p in oc.parameters())
+    features = [torch.randn(2, c, 6, 7) for c in CHANNELS]
+    for mode in ("train", "eval"):
+        oc.train(mode == "train")
+        nl.train(mode == "train")
+        torch.manual_seed(1)
+        expected = oc(features)["out"]
+        torch.manual_seed(1)
+        torch.testing.assert_close(nl(features)["out"], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_nonlocal_in_base_oc_head_concatenates_the_blocks_context_with_its_input():
     """NonLocalConcatHead: base-OC's fusion, ``fuse(cat(BN(W y), f))`` with f the conv in's output
     and ``BN(W y)`` the block's output less its residual; no conv out, no encoder map in the fuse."""
