@@ -27,7 +27,8 @@ INTRO = """# Attention maps
 
 Where each attention head looks once trained, on each built-in task
 ([Data](data.md#built-in-tasks-labels-that-need-context) says what each task needs): for every head
-and task of the task suite (`{csv}`), the run with the lowest seed, its last epoch's picture of
+and task of the task suite (`{csv}`; DANet's CAM attends over channels and draws no spatial map),
+the run with the lowest seed, its last epoch's picture of
 validation image 0, drawn by the `AttentionMapLogger` callback during training. In each row: the
 image with the query point (+, its (row, col) above), the prediction, the target, then each of the
 head's maps for that query, named and scaled to its own maximum in its title (CCNet: each step's

@@ -6,6 +6,6 @@
 # measured). Extra arguments go to every `lit-seg ablate` (e.g. --launcher slurm --partition gpu).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for ablation in tasks ccnet_on_recurrence ccnet_on_recurrence_long nonlocal_on_binding nonlocal_fusion_on_binding oc_base_draws_on_binding ema_on_reach ema_on_reach_long; do
+for ablation in tasks ccnet_on_recurrence ccnet_on_recurrence_long nonlocal_on_binding nonlocal_fusion_on_binding oc_base_draws_on_binding ema_on_reach ema_on_reach_long recurrence_long; do
     scripts/run lit-seg ablate "experiments/ablations/${ablation}.yaml" --jobs 2 "$@"
 done

@@ -65,6 +65,13 @@ def non_local(x: Tensor, block, return_map: bool = False):
     ``block`` is a NonLocal2d; only its weights are used. With ``return_map`` also returns the
     normalised pairwise matrix ``f / C(x)``: (B, N, M).
     """
+    y, f_div_c = non_local_context(x, block)
+    z = batch_norm(F.conv2d(y, block.W[0].weight), block.W[1]) + x
+    return (z, f_div_c) if return_map else z
+
+
+def non_local_context(x: Tensor, block) -> tuple[Tensor, Tensor]:
+    """:func:`non_local`'s ``y = f g / C`` before W, (B, C', H, W), and ``f / C(x)``, (B, N, M)."""
     batch, channels, height, width = x.shape
     inter = block.inter_channels
     pool = (lambda t: F.max_pool2d(t, 2)) if block.sub_sample else (lambda t: t)
@@ -93,8 +100,7 @@ def non_local(x: Tensor, block, return_map: bool = False):
         f = F.relu(F.conv2d(concat_feature, block.concat_project.weight)).view(batch, h, w)
         f_div_c = f / f.size(-1)
     y = torch.matmul(f_div_c, g_x).permute(0, 2, 1).contiguous().view(batch, inter, height, width)
-    z = batch_norm(F.conv2d(y, block.W[0].weight), block.W[1]) + x
-    return (z, f_div_c) if return_map else z
+    return y, f_div_c
 
 
 def self_attention(x: Tensor, block, return_map: bool = False):

@@ -151,6 +151,19 @@ def isa(x: Tensor, head) -> Tensor:
     return conv_norm_act(torch.cat([reference.interlaced_sparse_attention(y, head.attention), y], 1), head.fuse)
 
 
+def non_local_concat(x: Tensor, head) -> Tensor:
+    """NonLocalConcatHead (an intervention, not a paper's head): base-OC's fusion of the non-local
+    block's ``W y``, after BatchNorm or (``w_batch_norm=False``) a plain conv with bias."""
+    y = conv_norm_act(x, head.conv_in)
+    context, _ = reference.non_local_context(y, head.attention)
+    w = head.attention.W
+    if isinstance(w, torch.nn.Conv2d):
+        context = reference.conv1x1(context, w)
+    else:
+        context = reference.batch_norm(F.conv2d(context, w[0].weight), w[1])
+    return conv_norm_act(torch.cat([context, y], 1), head.fuse)
+
+
 CONTEXT = {
     "FCNHead": fcn,
     "PSPHead": psp,
@@ -160,6 +173,7 @@ CONTEXT = {
     "CCHead": lambda x, head: conv_block_conv(x, head, lambda y: criss_cross(y, head)),
     "GCHead": lambda x, head: conv_block_conv(x, head, lambda y: reference.global_context(y, head.attention)),
     "OCHead": ocnet,
+    "NonLocalConcatHead": non_local_concat,
     "EMAHead": lambda x, head: conv_block_concat(
         x, head, lambda y: reference.expectation_maximization_attention(y, head.attention)["out"]),
     "ANNHead": ann,

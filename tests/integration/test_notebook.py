@@ -176,7 +176,8 @@ def test_committed_notebook_shows_the_current_suite():
     html = "\n".join(outputs(nb, "text/html"))
     for experiment, cell in table["mIoU_best (mean ± std)"].items():
         assert f"<td>{cell}</td>" in html, (experiment, cell)
-    assert len(outputs(nb, "image/png")) == 3  # cost panels, CCNet curve, per-class heatmap (no run folders)
+    # Cost panels, CCNet curve, per-class heatmap, and the attention gallery of the suite's run folders.
+    assert len(outputs(nb, "image/png")) == 4
 
 
 # ------------------------------------------------------------------------ lit_seg.study.analysis
